@@ -1,0 +1,114 @@
+"""The ``trioagents`` command: ``trioagents serve [TARGET] [--host --port --agent …]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .agent import Agent
+from .config import Config
+from .server import AgentServer, serve
+
+__all__ = ["main", "load_target"]
+
+DEFAULT_TARGET = "trioagents._example:agent"
+
+
+def load_target(target: str) -> list[Agent] | AgentServer:
+    """Load agents from ``module[:attr]`` or ``path/to/file.py[:attr]``.
+
+    Without ``attr``, takes ``agents``, then ``agent``, then ``app``, then every ``Agent`` the
+    module defines. The value may be an ``Agent``, a list of them, an ``AgentServer``, or a
+    function returning one of those.
+
+    Raises:
+        SystemExit: the target cannot be imported or holds no agent (with a clear message).
+    """
+    spec, _, attr = target.partition(":")
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec)
+        if not path.exists():
+            raise SystemExit(f"trioagents: no such file: {spec}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise SystemExit(f"trioagents: cannot import {spec}")
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[path.stem] = module
+        sys.path.insert(0, str(path.parent.resolve()))
+        mod_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except ImportError as exc:
+            raise SystemExit(f"trioagents: cannot import {spec!r}: {exc}") from None
+    if attr:
+        if not hasattr(module, attr):
+            raise SystemExit(f"trioagents: {spec!r} has no attribute {attr!r}")
+        value: Any = getattr(module, attr)
+    else:
+        value = next((getattr(module, n) for n in ("agents", "agent", "app") if hasattr(module, n)), None)
+        if value is None:
+            value = [v for v in vars(module).values() if isinstance(v, Agent)]
+    if callable(value) and not isinstance(value, (Agent, AgentServer)):
+        value = value()
+    if isinstance(value, Agent):
+        return [value]
+    if isinstance(value, AgentServer):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Agent) for v in value):
+        return list(value)
+    raise SystemExit(f"trioagents: {target!r} holds no Agent")
+
+
+def _print_urls(server: AgentServer, urls: list[str]) -> None:
+    for url in urls:
+        print(f"trioagents listening on {url}", flush=True)
+        for name in server.agents:
+            base = f"{url}/agents/{name}"
+            ws = "ws" + base[4:]
+            print(f"  agent {name!r}:", flush=True)
+            print(f"    chat completions  POST {base}/v1/chat/completions", flush=True)
+            print(f"    UAMP              {ws}/uamp", flush=True)
+        if server.runtime.default_agent is not None:
+            print(f"  single-agent mode: {url}/v1/chat/completions (any model), {'ws' + url[4:]}/uamp", flush=True)
+    print("Press Ctrl+C to stop.", flush=True)
+
+
+async def _serve(server: AgentServer) -> None:
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve, server))
+        _print_urls(server, urls)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trioagents`` console script."""
+    parser = argparse.ArgumentParser(prog="trioagents", description="Serve trio agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="serve agents over HTTP and WebSocket")
+    p.add_argument("target", nargs="?", default=DEFAULT_TARGET, help="MODULE_OR_FILE[:ATTR] (default: the bundled example)")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to bind (default 8000; 0 picks one)")
+    p.add_argument("--agent", default=None, help="default agent, also served at the root")
+    p.add_argument("--config", default=None, help="TOML config file")
+    p.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        config = Config.load(file=args.config, host=args.host, port=args.port, default_agent=args.agent)
+        loaded = load_target(args.target)
+        server = loaded if isinstance(loaded, AgentServer) else AgentServer(loaded, config=config)
+        trio.run(_serve, server)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

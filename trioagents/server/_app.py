@@ -1,0 +1,291 @@
+"""The ASGI application: agents under ``/agents/{name}/…``, server routes, lifespan.
+
+Routes come from each agent's endpoint registry (built-in transports and users' ``@http`` /
+``@websocket`` alike): one Starlette route per distinct path, ``/agents/{agent}{path}``, that
+dispatches on the agent name. In single-agent mode the default agent's routes are also served
+at the root. The lifespan owns the app-services nursery for the whole life of the server.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from .. import uamp
+from ..agent import Agent
+from ..config import Config
+from ..protocols.completions import CompletionsError
+from ..transports import DEFAULT_TRANSPORTS, Runtime
+from ..transports.completions import models_body, openai_error, read_body
+from ..transports.uamp import serve_uamp_socket
+
+__all__ = ["AgentServer", "error_response"]
+
+log = logging.getLogger("trioagents.server")
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    """The generic HTTP error shape: ``{"error": {code, message, details}}``."""
+    return JSONResponse({"error": {"code": code, "message": message, "details": details or {}}}, status_code=status)
+
+
+def _as_response(value: Any) -> Response:
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, str):
+        return PlainTextResponse(value)
+    return Response(orjson.dumps(value), media_type="application/json")
+
+
+class AgentServer:
+    """The ASGI app serving one or more agents.
+
+    Args:
+        agents: the agents (names must be unique).
+        config: limits, time bounds and addresses.
+        ids: id factory (inject :class:`~trioagents.uamp.SequentialIds` for deterministic tests).
+        clock: wall clock (inject :class:`~trioagents.uamp.FixedClock` in tests).
+        transports: transport skill classes added to every agent that lacks them.
+
+    Raises:
+        ValueError: two agents share a name, or ``config.default_agent`` names no agent.
+    """
+
+    def __init__(
+        self,
+        agents: Agent | Iterable[Agent],
+        *,
+        config: Config | None = None,
+        ids: uamp.IdFactory | None = None,
+        clock: uamp.Clock | None = None,
+        transports: Iterable[type] = DEFAULT_TRANSPORTS,
+    ) -> None:
+        config = config or Config()
+        agent_list = [agents] if isinstance(agents, Agent) else list(agents)
+        by_name: dict[str, Agent] = {}
+        for agent in agent_list:
+            if agent.name in by_name:
+                raise ValueError(f"two agents are named {agent.name!r}")
+            by_name[agent.name] = agent
+            for transport in transports:
+                if not agent.has_skill(transport):
+                    agent.add_skill(transport())
+        if config.default_agent is not None and config.default_agent not in by_name:
+            raise ValueError(f"default_agent {config.default_agent!r} is not one of the agents")
+        self.runtime = Runtime(
+            config=config,
+            agents=by_name,
+            ids=ids or uamp.RandomIds(),
+            clock=clock or uamp.SystemClock(),
+        )
+        self.app = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
+        )
+        self.app.state.trioagents = self.runtime
+
+    @property
+    def agents(self) -> dict[str, Agent]:
+        """The served agents by name."""
+        return self.runtime.agents
+
+    @property
+    def config(self) -> Config:
+        """The server's configuration."""
+        return self.runtime.config
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI entry point. A trailing ``/`` is ignored (§0.1)."""
+        path = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/"):
+            scope = dict(scope, path=path.rstrip("/") or "/")
+        await self.app(scope, receive, send)
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with trio.open_nursery() as nursery:
+            self.runtime.nursery = nursery
+            try:
+                yield
+            finally:
+                self.runtime.draining.set()
+                self.runtime.nursery = None
+                nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.cleanup_timeout):
+            for agent in self.agents.values():
+                await agent.aclose()
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def _routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = [
+            Route("/health", self._health),
+            Route("/ready", self._ready),
+            Route("/metrics", self._metrics),
+            Route("/agents", self._list_agents),
+            Route("/v1/models", self._models),
+            Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+            WebSocketRoute("/uamp", self._uamp),
+        ]
+        http: dict[str, dict[str, Any]] = {}
+        ws: dict[str, dict[str, Any]] = {}
+        for agent in self.agents.values():
+            for ep in agent.http_endpoints:
+                table = http.setdefault(ep.path, {})
+                for method in ep.methods:
+                    table[(agent.name, method)] = ep.handler
+            for wep in agent.websocket_endpoints:
+                ws.setdefault(wep.path, {})[agent.name] = wep.handler
+        self._http = http
+        self._ws = ws
+        for path, table in http.items():
+            methods = sorted({m for _, m in table})
+            routes.append(Route("/agents/{agent}" + path, self._dispatch_http(path, None), methods=methods))
+        for path in ws:
+            routes.append(WebSocketRoute("/agents/{agent}" + path, self._dispatch_ws(path, None)))
+        default = self.runtime.default_agent
+        if default is not None:
+            taken = {getattr(r, "path", None) for r in routes}
+            for path, table in http.items():
+                methods = sorted({m for (name, m) in table if name == default.name})
+                if methods and path not in taken:
+                    routes.append(Route(path, self._dispatch_http(path, default.name), methods=methods))
+            for path, wtable in ws.items():
+                if default.name in wtable and path not in taken:
+                    routes.append(WebSocketRoute(path, self._dispatch_ws(path, default.name)))
+        return routes
+
+    def _agent_of(self, params: dict[str, Any], fixed: str | None) -> Agent | None:
+        return self.agents.get(fixed or params.get("agent", ""))
+
+    def _dispatch_http(self, path: str, fixed: str | None) -> Any:
+        table = self._http[path]
+
+        async def endpoint(request: Request) -> Response:
+            agent = self._agent_of(request.path_params, fixed)
+            if agent is None:
+                name = request.path_params.get("agent")
+                return error_response(404, "agent_not_found", f"no agent named {name!r}")
+            handler = table.get((agent.name, request.method))
+            if handler is None:
+                if any(n == agent.name for n, _ in table):
+                    return error_response(405, "method_not_allowed", f"{request.method} is not allowed here")
+                return error_response(404, "route_not_found", f"agent {agent.name!r} has no endpoint {path}")
+            result = handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+            return _as_response(result)
+
+        return endpoint
+
+    def _dispatch_ws(self, path: str, fixed: str | None) -> Any:
+        table = self._ws[path]
+
+        async def endpoint(ws: WebSocket) -> None:
+            agent = self._agent_of(ws.path_params, fixed)
+            handler = table.get(agent.name) if agent is not None else None
+            if agent is None or handler is None:
+                name = ws.path_params.get("agent", fixed)
+                await ws.send_denial_response(error_response(404, "agent_not_found", f"no agent named {name!r} with {path}"))
+                return
+            await handler(ws)
+
+        return endpoint
+
+    # -- server-level endpoints -------------------------------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "agents": len(self.agents)})
+
+    async def _ready(self, request: Request) -> Response:
+        if self.runtime.draining.is_set():
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def _metrics(self, request: Request) -> Response:
+        s = self.runtime.stats
+        lines = []
+        for name, kind, value in (
+            ("connections_total", "counter", s.connections),
+            ("connections_open", "gauge", s.connections_open),
+            ("sessions_total", "counter", s.sessions),
+            ("sessions_open", "gauge", s.sessions_open),
+            ("responses_total", "counter", s.responses),
+            ("responses_cancelled_total", "counter", s.responses_cancelled),
+            ("responses_failed_total", "counter", s.responses_failed),
+            ("deltas_total", "counter", s.deltas),
+            ("errors_total", "counter", s.errors),
+        ):
+            lines.append(f"# TYPE trioagents_{name} {kind}\ntrioagents_{name} {value}")
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    async def _list_agents(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "agents": [
+                    {
+                        "name": a.name,
+                        "description": a.description,
+                        "url": f"/agents/{a.name}",
+                        "model": getattr(a.model, "name", None),
+                        "tools": sorted(a.tools),
+                    }
+                    for a in self.agents.values()
+                ]
+            }
+        )
+
+    async def _models(self, request: Request) -> Response:
+        return JSONResponse(models_body(list(self.agents.values()), self.runtime.clock.now_s()))
+
+    async def _chat_completions(self, request: Request) -> Response:
+        try:
+            body = await read_body(request, self.config.max_body_size)
+        except CompletionsError as exc:
+            return JSONResponse(exc.body, status_code=exc.status)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return openai_error(f"request body is not valid JSON: {exc}", code="invalid_json")
+        model = data.get("model") if isinstance(data, dict) else None
+        agent = self.runtime.resolve(model if isinstance(model, str) else None)
+        if agent is None:
+            if model is None:
+                return openai_error("'model' is required: it names the agent", param="model", code="missing_required_parameter")
+            return openai_error(
+                f"The model {model!r} does not exist", status=404, param="model", code="model_not_found"
+            )
+        handler = self._http["/v1/chat/completions"].get((agent.name, "POST"))
+        if handler is None:
+            return error_response(404, "route_not_found", f"agent {agent.name!r} does not serve completions")
+        return _as_response(await handler(request))
+
+    async def _uamp(self, ws: WebSocket) -> None:
+        name = ws.query_params.get("agent")
+        agent = self.runtime.resolve(name)
+        if name is not None and agent is None:
+            await ws.send_denial_response(error_response(404, "agent_not_found", f"no agent named {name!r}"))
+            return
+        await serve_uamp_socket(ws, agent, pinned=False)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, exc.detail or code)
+
+    async def _server_error(self, request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,94 @@
+"""``serve()``: run an :class:`AgentServer` on Hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from ..agent import Agent
+from ..config import Config
+from ._app import AgentServer
+
+__all__ = ["serve", "hypercorn_config"]
+
+log = logging.getLogger("trioagents.server")
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    """Map our :class:`Config` onto Hypercorn's."""
+    hc = HypercornConfig()
+    host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
+    hc.bind = [f"{host}:{config.port}"]
+    hc.graceful_timeout = config.graceful_timeout
+    # Hypercorn's own limit sits above ours so the app answers oversized frames itself
+    # (an `error` event, then close 1009) instead of Hypercorn dropping the connection.
+    hc.websocket_max_message_size = 2 * config.max_message_size + 1024
+    hc.websocket_ping_interval = config.ws_ping_interval
+    hc.h11_max_incomplete_size = 64 * 1024
+    hc.accesslog = logging.getLogger("trioagents.access") if config.access_log else None
+    hc.errorlog = logging.getLogger("trioagents.hypercorn")
+    return hc
+
+
+async def _signal_trigger() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        await trio.sleep_forever()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s; shutting down gracefully", signal.Signals(signum).name)
+            return
+
+
+async def serve(
+    app: AgentServer | Agent | Iterable[Agent],
+    config: Config | None = None,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve agents over HTTP and WebSocket until shut down.
+
+    Reports the listening URLs with ``task_status.started(urls)`` once the sockets are bound,
+    so ``urls = await nursery.start(serve, agent, Config(port=0))`` is ready to use.
+
+    Shutdown is graceful when ``shutdown_trigger`` returns (default: SIGINT or SIGTERM): the
+    server stops accepting, long-lived connections end their sessions with reason
+    ``shutdown`` and close with 1001, and in-flight requests get ``config.graceful_timeout``
+    to finish. Returns only after every connection has been cleaned up.
+
+    Cancelling ``serve`` stops everything at once (still cleaning up every task it started).
+
+    Args:
+        app: an :class:`AgentServer`, or agents to build one from.
+        config: used when ``app`` is not already an :class:`AgentServer`.
+        shutdown_trigger: an async function; when it returns, shutdown begins.
+    """
+    server = app if isinstance(app, AgentServer) else AgentServer(app, config=config)
+    cfg = server.config
+    hc = hypercorn_config(cfg)
+    trigger = shutdown_trigger or _signal_trigger
+
+    async def shutdown() -> None:
+        await trigger()
+        server.runtime.draining.set()
+
+    old_threshold = gc.get_threshold()
+    if cfg.gc_gen0_threshold is not None:
+        gc.set_threshold(cfg.gc_gen0_threshold, *old_threshold[1:])
+    if cfg.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    try:
+        await hypercorn_serve(server, hc, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
+    finally:
+        if cfg.gc_freeze:
+            gc.unfreeze()
+        gc.set_threshold(*old_threshold)

@@ -1,0 +1,635 @@
+"""UAMP over WebSocket (PROTOCOLS.md §1): many sessions multiplexed on one socket.
+
+Theory of operation
+-------------------
+One connection is one nursery with three kinds of tasks::
+
+    connection nursery
+    ├── writer (Outbox.run): the only task that writes frames
+    ├── shutdown watcher: ends every session with reason "shutdown" when the server drains
+    └── one task per session (UampSession.run), each inside its own cancel scope
+        └── the running response (run_response) inside its own cancel scope
+            └── agent tools (a nursery owned by the response)
+
+The reader (the handler's own task) decodes frames and *never waits on a session*: inputs go
+into the session's bounded turn queue with ``send_nowait``; ``response.cancel`` cancels the
+response scope; ``session.end`` cancels the session scope; ``tool.result`` wakes the waiting
+response. So one blocked session (waiting for a tool result, or a slow model) never blocks
+another session or a ``ping``.
+
+Each session runs its turn queue in order, one response at a time; ``run_response`` guarantees
+exactly one terminal event per ``response.created``. When the socket closes, the outbox drops
+further sends and the connection scope is cancelled: every session and response unwinds, and
+the handler returns only after all of them have finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+from starlette.websockets import WebSocket
+
+from .. import uamp
+from ..agent import Agent, Context, Message, Session, Skill, run_response, websocket
+from ._outbox import Outbox
+from ._runtime import Runtime
+
+__all__ = ["UampTransport", "serve_uamp_socket"]
+
+log = logging.getLogger("trioagents.transports.uamp")
+
+_SESSIONLESS = frozenset({"ping", "pong", "capabilities.query", "client.capabilities"})
+
+
+def normalize_tools(tools: Any) -> list[dict[str, Any]]:
+    """Accept client tools as OpenAI ``{type, function{…}}`` or flat ``{type, name, …}``."""
+    out: list[dict[str, Any]] = []
+    for t in tools or ():
+        if not isinstance(t, dict):
+            continue
+        if isinstance(t.get("function"), dict):
+            out.append({"type": "function", "function": t["function"]})
+        elif isinstance(t.get("name"), str):
+            fn = {k: t[k] for k in ("name", "description", "parameters") if k in t}
+            out.append({"type": "function", "function": fn})
+    return out
+
+
+@attrs.define
+class _Turn:
+    """One item of a session's turn queue."""
+
+    message: Message | None
+    respond: bool
+    reply_to: str | None
+    messages: list[Message] | None = None
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+class _Stuck(Exception):
+    pass
+
+
+class UampSession:
+    """One UAMP session on a connection: a conversation and at most one running response."""
+
+    def __init__(self, conn: UampConnection, sid: str, agent: Agent, config: dict[str, Any]) -> None:
+        self.conn = conn
+        self.id = sid
+        self.config = config
+        ext = config.get("extensions") or {}
+        self.auto_respond = bool(ext.get("auto_respond", True))
+        self.concurrency = ext.get("concurrency", "queue")
+        self.state = Session(
+            id=sid,
+            agent=agent,
+            client_tools=normalize_tools(config.get("tools")),
+            instructions=config.get("instructions"),
+            metadata={"transport": "uamp", **conn.metadata},
+        )
+        self.token: str | None = None
+        self.payment_token: str | None = None
+        self.scope = trio.CancelScope()
+        self.end_reason = "client_request"
+        self._turns_send, self._turns_recv = trio.open_memory_channel[_Turn](
+            conn.runtime.config.turn_queue_size
+        )
+        self.queued = 0
+        self.bindable = False
+        self.media: list[uamp.ContentItem] = []
+        self.audio: list[str] = []
+        self.running: tuple[str, trio.CancelScope] | None = None
+        self._results: dict[str, uamp.ToolResultInfo | None] = {}
+        self._wakeup = trio.Event()
+        self._reply_to: str | None = None
+
+    # -- called by the reader (never blocks) ---------------------------------------------
+
+    def enqueue(self, turn: _Turn) -> bool:
+        """Queue a turn; False if the queue is full."""
+        try:
+            self._turns_send.send_nowait(turn)
+        except trio.WouldBlock:
+            return False
+        self.queued += 1
+        return True
+
+    def cancel_response(self, response_id: str | None) -> bool:
+        """Cancel the running response (if ``response_id`` matches)."""
+        if self.running is None or (response_id and response_id != self.running[0]):
+            return False
+        self.running[1].cancel()
+        return True
+
+    def deliver_result(self, result: uamp.ToolResult) -> bool:
+        """Hand a ``tool.result`` to the waiting response; False if the call is unknown."""
+        if result.call_id not in self._results or self._results[result.call_id] is not None:
+            return False
+        self._results[result.call_id] = uamp.ToolResultInfo(
+            call_id=result.call_id, result=result.result, is_error=result.is_error
+        )
+        self._wakeup.set()
+        return True
+
+    def end(self, reason: str) -> None:
+        """Cancel everything in this session, then confirm with ``session.end``."""
+        self.end_reason = reason
+        self.scope.cancel()
+
+    # -- the session task ------------------------------------------------------------------
+
+    async def emit(self, event: Any) -> None:
+        t = type(event)
+        if t is uamp.ResponseCreated and self._reply_to:
+            event = uamp.ResponseCreated(
+                response_id=event.response_id, session_id=self.id, reply_to=self._reply_to
+            )
+        elif t is uamp.ToolCall:
+            # Registered before the event can reach the client, so a fast tool.result is
+            # never reported as unknown.
+            self._results[event.call_id] = None
+        elif t is uamp.ResponseDelta:
+            self.conn.runtime.stats.deltas += 1
+        await self.conn.outbox.send(event)
+
+    async def wait_tool_results(
+        self, calls: list[uamp.ToolCallInfo]
+    ) -> dict[str, uamp.ToolResultInfo]:
+        ids = [c.id for c in calls]
+        try:
+            while any(self._results.get(i) is None for i in ids):
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+            return {i: r for i in ids if (r := self._results[i]) is not None}
+        finally:
+            for i in ids:
+                self._results.pop(i, None)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        runtime = self.conn.runtime
+        runtime.stats.sessions += 1
+        runtime.stats.sessions_open += 1
+        agent = self.state.agent
+        try:
+            with self.scope:
+                task_status.started()
+                if agent.has_hooks("on_connection"):
+                    await agent.run_hooks("on_connection", self.state)
+                async for turn in self._turns_recv:
+                    self.queued -= 1
+                    await self._run_turn(turn)
+        finally:
+            runtime.stats.sessions_open -= 1
+            self.conn.sessions.pop(self.id, None)
+            with trio.CancelScope(shield=True), trio.move_on_after(runtime.config.cleanup_timeout):
+                if agent.has_hooks("on_disconnect"):
+                    await agent.run_hooks("on_disconnect", self.state)
+                if self.scope.cancel_called:
+                    await self.conn.outbox.send(
+                        uamp.SessionEnd(session_id=self.id, reason=self.end_reason)
+                    )
+
+    async def _run_turn(self, turn: _Turn) -> None:
+        state = self.state
+        if turn.messages is not None:
+            state.messages[:] = turn.messages
+        if turn.message is not None:
+            last = state.messages[-1] if state.messages else None
+            duplicate = (
+                turn.messages is not None
+                and last is not None
+                and last.role == "user"
+                and turn.message.role == "user"
+                and last.content == turn.message.content
+            )
+            if not duplicate:
+                state.messages.append(turn.message)
+        if not turn.respond:
+            return
+        runtime = self.conn.runtime
+        rid = runtime.ids.new("resp")
+        ctx = Context(
+            session=state,
+            response_id=rid,
+            emit=self.emit,
+            config=runtime.config,
+            ids=runtime.ids,
+            session_id=self.id,
+            client_tool_mode="wait",
+            wait_tool_results=self.wait_tool_results,
+            options=turn.options,
+        )
+        self._reply_to = turn.reply_to
+        runtime.stats.responses += 1
+        with trio.CancelScope() as scope:
+            self.running = (rid, scope)
+            try:
+                terminal = await run_response(ctx)
+                if isinstance(terminal, uamp.ResponseError):
+                    runtime.stats.responses_failed += 1
+            finally:
+                self.running = None
+                self._results.clear()
+        if scope.cancelled_caught:
+            runtime.stats.responses_cancelled += 1
+
+
+class UampConnection:
+    """One UAMP WebSocket: the reader, the sessions, and the outbox."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        send_text: Any,
+        *,
+        agent: Agent | None,
+        pinned: bool,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.agent = agent
+        self.pinned = pinned
+        self.metadata = metadata or {}
+        self.sessions: dict[str, UampSession] = {}
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.scope = trio.CancelScope()
+        self.outbox = Outbox(
+            send_text,
+            runtime.encoder.encode_text,
+            size=runtime.config.outbound_queue_size,
+            send_timeout=runtime.config.send_timeout,
+            on_stuck=self._stuck,
+        )
+        self._nursery: trio.Nursery | None = None
+        self._defaults: dict[str, Any] = {}
+
+    def _stuck(self) -> None:
+        log.warning("UAMP client stopped reading for %.0f s; closing with 1013", self.runtime.config.send_timeout)
+        self.close(1013, "send queue stuck")
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the connection with ``code`` once the handler unwinds."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self.scope.cancel()
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def _error(self, code: str, message: str, *, reply_to: str | None = None, sid: str | None = None) -> None:
+        self.runtime.stats.errors += 1
+        self._reply(uamp.Error(error=uamp.ErrorInfo(code=code, message=message), reply_to=reply_to, session_id=sid))
+
+    def _reply(self, event: Any) -> None:
+        # The reader never waits: a client that floods us while not reading is stuck.
+        try:
+            self.outbox.send_nowait(event)
+        except trio.WouldBlock:
+            self._stuck()
+
+    # -- reader -------------------------------------------------------------------------------
+
+    def handle_frame(self, message: dict[str, Any]) -> None:
+        """Handle one ``websocket.receive`` ASGI message."""
+        text = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
+            if len(data) > self.runtime.config.max_message_size:
+                self._too_large(len(data))
+                return
+            self._error("unsupported_frame", "binary frames are not supported; send JSON text frames")
+            return
+        if len(text) > self.runtime.config.max_message_size:
+            self._too_large(len(text))
+            return
+        try:
+            event = uamp.decode_client(text)
+        except uamp.DecodeError as exc:
+            self._error(exc.code, exc.message, reply_to=exc.event_id)
+            return
+        self.dispatch(event)
+
+    def _too_large(self, size: int) -> None:
+        limit = self.runtime.config.max_message_size
+        self._error("message_too_large", f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.close(1009, "message too large")
+
+    def _session_for(self, event: Any) -> UampSession | None:
+        sid = getattr(event, "session_id", None)
+        rid = getattr(event, "event_id", None)
+        if sid is not None:
+            session = self.sessions.get(sid)
+            if session is None:
+                self._error("unknown_session", f"no open session {sid!r}", reply_to=rid, sid=sid)
+            return session
+        if len(self.sessions) == 1:
+            return next(iter(self.sessions.values()))
+        if not self.sessions:
+            self._error("session_required", f"send session.create before {event.type!r}", reply_to=rid)
+        else:
+            self._error(
+                "session_id_required",
+                f"{len(self.sessions)} sessions are open; {event.type!r} needs a session_id",
+                reply_to=rid,
+            )
+        return None
+
+    def dispatch(self, event: Any) -> None:
+        """Route one decoded client event (never blocks)."""
+        kind = event.type
+        if kind == "ping":
+            self._reply(uamp.Pong(reply_to=event.event_id, session_id=event.session_id))
+            return
+        if kind in ("pong", "client.capabilities"):
+            return
+        if kind == "capabilities.query":
+            session = self.sessions.get(event.session_id or "") if event.session_id else None
+            agent = session.state.agent if session else self.agent
+            if agent is None and len(self.sessions) == 1:
+                agent = next(iter(self.sessions.values())).state.agent
+            if agent is None:
+                caps: dict[str, Any] = {"id": "trioagents", "provider": "trioagents", "agents": sorted(self.runtime.agents)}
+            else:
+                caps = agent.capabilities()
+            self._reply(uamp.Capabilities(capabilities=caps, reply_to=event.event_id, session_id=event.session_id))
+            return
+        if kind == "session.create":
+            self._create_session(event)
+            return
+        if isinstance(event, uamp.UnknownEvent):
+            self._error("unsupported_event", f"unknown event type {kind!r}", reply_to=event.event_id)
+            return
+        if kind == "session.update" and event.session_id is None and len(self.sessions) > 1:
+            self._defaults.update(event.session or {})
+            return
+        session = self._session_for(event)
+        if session is None:
+            return
+        handler = getattr(self, "_on_" + kind.replace(".", "_"))
+        handler(session, event)
+
+    def _create_session(self, ev: uamp.SessionCreate) -> None:
+        cfg = dict(self._defaults)
+        cfg.update(ev.session or {})
+        name = ev.agent or cfg.get("agent")
+        major = str(ev.uamp_version).split(".")[0]
+        reply_to = ev.event_id
+
+        def refuse(code: str, message: str, details: dict[str, Any] | None = None) -> None:
+            self._reply(
+                uamp.SessionError(
+                    error=uamp.ErrorInfo(code=code, message=message, details=details), reply_to=reply_to
+                )
+            )
+
+        if major != "1":
+            refuse("version_mismatch", f"UAMP {ev.uamp_version} is not supported", {"supported": ["1.0"]})
+            return
+        if self.pinned:
+            agent = self.agent if name in (None, self.agent.name if self.agent else None) else None
+        else:
+            agent = self.runtime.resolve(name) if name else self.runtime.default_agent
+        if agent is None:
+            if name is None:
+                refuse("agent_not_found", "session.create needs 'agent' on this endpoint")
+            else:
+                refuse("agent_not_found", f"no agent named {name!r} here")
+            return
+        if len(self.sessions) >= self.runtime.config.max_sessions_per_socket:
+            refuse(
+                "too_many_sessions",
+                f"at most {self.runtime.config.max_sessions_per_socket} sessions per socket",
+            )
+            return
+        sid = self.runtime.ids.new("sess")
+        session = UampSession(self, sid, agent, cfg)
+        session.token = ev.token or cfg.get("token")
+        session.payment_token = ev.payment_token or cfg.get("payment_token")
+        self.sessions[sid] = session
+        assert self._nursery is not None
+        self._nursery.start_soon(session.run)
+        self._reply(
+            uamp.SessionCreated(
+                session_id=sid,
+                agent=agent.name,
+                chat=ev.chat or cfg.get("chat"),
+                session=uamp.SessionInfo(
+                    id=sid, status="active", config=_public_config(cfg), created_at=self.runtime.clock.now_s()
+                ),
+                reply_to=reply_to,
+            )
+        )
+        self._reply(uamp.Capabilities(capabilities=agent.capabilities(), session_id=sid))
+
+    # -- session-scoped events ---------------------------------------------------------------
+
+    def _on_session_update(self, s: UampSession, ev: uamp.SessionUpdate) -> None:
+        cfg = ev.session or {}
+        if "instructions" in cfg:
+            s.state.instructions = cfg["instructions"]
+        if "tools" in cfg:
+            s.state.client_tools = normalize_tools(cfg["tools"])
+        if "extensions" in cfg and isinstance(cfg["extensions"], dict):
+            ext = cfg["extensions"]
+            s.auto_respond = bool(ext.get("auto_respond", s.auto_respond))
+            s.concurrency = ext.get("concurrency", s.concurrency)
+        s.config.update(cfg)
+        if ev.token:
+            s.token = ev.token
+        if ev.payment_token or cfg.get("payment_token"):
+            s.payment_token = ev.payment_token or cfg.get("payment_token")
+        self._reply(
+            uamp.SessionUpdated(
+                session_id=s.id,
+                session=uamp.SessionInfo(id=s.id, status="active", config=_public_config(s.config)),
+                reply_to=ev.event_id,
+            )
+        )
+
+    def _on_session_end(self, s: UampSession, ev: uamp.SessionEnd) -> None:
+        self.sessions.pop(s.id, None)
+        s.end("client_request")
+
+    def _input(self, s: UampSession, msg: Message, respond: bool, ev: Any, messages: list[Message] | None = None) -> None:
+        s.bindable = False
+        if respond and s.concurrency == "latest":
+            s.cancel_response(None)
+        turn = _Turn(message=msg, respond=respond, reply_to=ev.event_id, messages=messages)
+        if not s.enqueue(turn):
+            self._error(
+                "rate_limited",
+                f"session {s.id} already has {self.runtime.config.turn_queue_size} inputs queued",
+                reply_to=ev.event_id,
+                sid=s.id,
+            )
+            return
+        if respond:
+            s.bindable = True
+
+    def _on_input_text(self, s: UampSession, ev: uamp.InputText) -> None:
+        messages = None
+        if ev.messages is not None:
+            try:
+                from ..agent import messages_from_openai
+
+                messages = messages_from_openai(ev.messages)
+            except Exception as exc:
+                self._error("invalid_event", f"invalid 'messages': {exc}", reply_to=ev.event_id, sid=s.id)
+                return
+        content: str | list[uamp.ContentItem] = ev.text
+        if s.media and ev.role == "user":
+            content = [*s.media, uamp.TextContent(ev.text)] if ev.text else list(s.media)
+            s.media.clear()
+        if ev.payment_token:
+            s.payment_token = ev.payment_token
+        respond = s.auto_respond and ev.role == "user"
+        self._input(s, Message(role=ev.role, content=content), respond, ev, messages)
+
+    def _on_input_audio(self, s: UampSession, ev: uamp.InputAudio) -> None:
+        s.audio.append(ev.audio)
+        if ev.is_final is False:
+            return
+        s.audio.clear()
+        # No transcription hook in the core: answer with the documented error (§1.2).
+        rid = self.runtime.ids.new("resp")
+        self._reply(uamp.ResponseCreated(response_id=rid, session_id=s.id, reply_to=ev.event_id))
+        self._reply(
+            uamp.ResponseError(
+                response_id=rid,
+                session_id=s.id,
+                error=uamp.ErrorInfo(
+                    code="unsupported_modality",
+                    message=f"agent {s.state.agent.name!r} does not accept audio input",
+                ),
+            )
+        )
+
+    def _on_input_image(self, s: UampSession, ev: uamp.InputImage) -> None:
+        s.media.append(uamp.ImageContent(image=ev.image, format=ev.format, detail=ev.detail, content_id=ev.content_id))
+
+    def _on_input_video(self, s: UampSession, ev: uamp.InputVideo) -> None:
+        s.media.append(uamp.VideoContent(video=ev.video, format=ev.format, content_id=ev.content_id))
+
+    def _on_input_file(self, s: UampSession, ev: uamp.InputFile) -> None:
+        s.media.append(
+            uamp.FileContent(file=ev.file, filename=ev.filename, mime_type=ev.mime_type, content_id=ev.content_id)
+        )
+
+    def _on_input_typing(self, s: UampSession, ev: uamp.InputTyping) -> None:
+        return
+
+    def _on_response_create(self, s: UampSession, ev: uamp.ResponseCreate) -> None:
+        if s.bindable:
+            s.bindable = False  # bound to the response the input already started (§1.4)
+            return
+        if s.running is not None or s.queued:
+            self._error(
+                "response_in_progress", "a response is already running in this session", reply_to=ev.event_id, sid=s.id
+            )
+            return
+        opts = ev.response or {}
+        if "instructions" in opts:
+            s.state.instructions = opts["instructions"]
+        if "tools" in opts:
+            s.state.client_tools = normalize_tools(opts["tools"])
+        if not s.enqueue(_Turn(message=None, respond=True, reply_to=ev.event_id)):
+            self._error("rate_limited", "turn queue full", reply_to=ev.event_id, sid=s.id)
+
+    def _on_response_cancel(self, s: UampSession, ev: uamp.ResponseCancel) -> None:
+        if not s.cancel_response(ev.response_id):
+            self._error("no_active_response", "no response is running", reply_to=ev.event_id, sid=s.id)
+
+    def _on_tool_result(self, s: UampSession, ev: uamp.ToolResult) -> None:
+        if not s.deliver_result(ev):
+            self._error("unknown_call_id", f"no pending tool call {ev.call_id!r}", reply_to=ev.event_id, sid=s.id)
+
+    def _on_payment_submit(self, s: UampSession, ev: uamp.PaymentSubmit) -> None:
+        if ev.payment.token:
+            s.payment_token = ev.payment.token
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    async def _watch_shutdown(self) -> None:
+        await self.runtime.draining.wait()
+        for s in list(self.sessions.values()):
+            s.end("shutdown")
+        self.close(1001, "server shutting down")
+
+    async def serve(self, receive: Any) -> None:
+        """Run the connection until the peer leaves or the server shuts down.
+
+        Returns only after every session and response of this connection has finished.
+        """
+        stats = self.runtime.stats
+        stats.connections += 1
+        stats.connections_open += 1
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self.outbox.run)
+                    nursery.start_soon(self._watch_shutdown)
+                    while True:
+                        message = await receive()
+                        if message["type"] != "websocket.receive":
+                            self.outbox.close()
+                            break
+                        self.handle_frame(message)
+                    nursery.cancel_scope.cancel()
+            if not self.outbox.closed:
+                # Closing on purpose (shutdown, oversized frame): the last events (errors,
+                # response.cancelled, session.end) go out before the close frame.
+                with trio.CancelScope(shield=True), trio.move_on_after(self.runtime.config.cleanup_timeout):
+                    await self.outbox.flush()
+        finally:
+            stats.connections_open -= 1
+
+
+def _public_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in ("token", "payment_token")}
+
+
+async def serve_uamp_socket(ws: WebSocket, agent: Agent | None, *, pinned: bool) -> None:
+    """Serve one UAMP WebSocket.
+
+    Args:
+        ws: the Starlette WebSocket (not yet accepted).
+        agent: the agent of a per-agent route, or the default agent on ``/uamp``.
+        pinned: sessions may only address ``agent`` (per-agent route).
+
+    Cancellation cancels every session of the socket and closes it.
+    """
+    runtime = Runtime.of(ws)
+    await ws.accept()
+    send = ws._send
+
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    conn = UampConnection(
+        runtime,
+        send_text,
+        agent=agent,
+        pinned=pinned,
+        metadata={"headers": dict(ws.headers), "client": ws.client},
+    )
+    await conn.serve(ws._receive)
+    if conn.close_code is not None:
+        with trio.move_on_after(runtime.config.cleanup_timeout) as cs:
+            cs.shield = True
+            try:
+                await send({"type": "websocket.close", "code": conn.close_code, "reason": conn.close_reason})
+            except Exception:  # the peer may be gone already
+                log.debug("close frame not sent", exc_info=True)
+
+
+class UampTransport(Skill):
+    """Serves the agent over UAMP at ``/agents/{name}/uamp``."""
+
+    @websocket("/uamp")
+    async def uamp_socket(self, ws: WebSocket) -> None:
+        """The per-agent UAMP endpoint."""
+        await serve_uamp_socket(ws, self.agent, pinned=True)

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from tests.upstream import (
+    Chunk,
     JSONReply,
     SSEReply,
     chunk,
@@ -56,7 +57,7 @@ async def _collect(model: OpenAIModel, request: ModelRequest) -> list[ModelEvent
 
 
 async def test_text_streaming_and_request_body() -> None:
-    replies = [
+    replies: list[SSEReply | JSONReply] = [
         SSEReply(
             [
                 chunk({"role": "assistant", "content": ""}),
@@ -142,8 +143,61 @@ async def test_env_defaults_and_no_tools(monkeypatch: pytest.MonkeyPatch) -> Non
     assert upstream.headers[0]["authorization"] == "Bearer sk-env"
 
 
+async def test_one_pooled_connection_and_other_dialects() -> None:
+    replies: list[SSEReply | JSONReply] = [
+        SSEReply([chunk({"reasoning": "hmm"}), chunk({"content": "one"})]),
+        JSONReply(
+            200,
+            {
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": "two",
+                            "tool_calls": [
+                                {
+                                    "id": "call_x",
+                                    "type": "function",
+                                    "function": {"name": "weather", "arguments": "{}"},
+                                }
+                            ],
+                        },
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+            },
+        ),
+        SSEReply(text_stream("three", usage=None)),
+    ]
+    with trio.fail_after(10):
+        async with open_upstream(replies) as upstream:
+            model = OpenAIModel("m", base_url=upstream.url, api_key="k")
+            try:
+                first = await _collect(model, _request())
+                # a server that ignores ``stream: true`` answers with one whole completion
+                second = await _collect(model, _request())
+                third = await _collect(model, _request())
+            finally:
+                await model.aclose()
+    assert first == [ThinkingChunk("hmm"), TextChunk("one")]
+    assert second == [
+        TextChunk("two"),
+        ToolCallRequest(id="call_x", name="weather", arguments="{}"),
+        Usage(input_tokens=5, output_tokens=1),
+    ]
+    assert third == [TextChunk("three")]
+    # every stream was read to its end, so one pooled connection served all three
+    assert len(upstream.clients) == 3
+    assert len(set(upstream.clients)) == 1
+    assert upstream.completed == 2
+    assert not upstream.disconnected.is_set()
+
+
 async def test_tool_call_fragments_are_assembled() -> None:
-    stream = [
+    stream: list[Chunk] = [
         chunk({"role": "assistant", "content": None}),
         tool_call_fragment(0, id="call_a", name="weather"),
         tool_call_fragment(0, arguments='{"ci'),
@@ -173,7 +227,7 @@ async def test_tool_call_fragments_are_assembled() -> None:
 
 
 async def test_tool_calls_flushed_when_stream_ends_without_finish_reason() -> None:
-    stream = [
+    stream: list[Chunk] = [
         tool_call_fragment(1, id="call_2", name="b", arguments="{}"),
         tool_call_fragment(0, id="call_1", name="a"),
     ]
@@ -242,7 +296,7 @@ async def test_http_errors_are_mapped(status: int, body: Any, code: str, message
 
 
 async def test_error_chunk_mid_stream() -> None:
-    stream = [
+    stream: list[Chunk] = [
         chunk({"content": "Partial"}),
         {
             "error": {
@@ -287,9 +341,13 @@ async def test_connection_refused_is_upstream_unavailable() -> None:
     assert isinstance(info.value.__cause__, httpx.ConnectError)
 
 
-async def test_cancelling_the_consumer_closes_the_upstream_stream() -> None:
+@pytest.mark.parametrize("consumer_busy", [False, True], ids=["in-stream", "in-consumer"])
+async def test_cancelling_the_consumer_closes_the_upstream_stream(consumer_busy: bool) -> None:
+    """Cancellation reaches the stream either inside its read (the model is waiting for the
+    upstream) or at its ``yield`` (the consumer is busy, e.g. emitting, and ``aclosing`` closes
+    the generator in the cancelled scope). Both must close the upstream connection."""
     never = trio.Event()
-    stream = [chunk({"content": "first"}), never, chunk({"content": "second"})]
+    stream: list[Chunk] = [chunk({"content": "first"}), never, chunk({"content": "second"})]
     received: list[ModelEvent] = []
     with trio.fail_after(10):
         async with open_upstream([SSEReply(stream)]) as upstream:
@@ -300,6 +358,8 @@ async def test_cancelling_the_consumer_closes_the_upstream_stream() -> None:
                         async for event in events:
                             received.append(event)
                             scope.cancel()  # the response is cancelled mid-stream
+                            if consumer_busy:
+                                await trio.sleep_forever()  # raises Cancelled at once
                 assert scope.cancelled_caught
                 await upstream.disconnected.wait()  # the server saw the connection go away
             finally:
@@ -310,7 +370,7 @@ async def test_cancelling_the_consumer_closes_the_upstream_stream() -> None:
 
 
 async def test_closing_the_generator_closes_the_upstream_stream() -> None:
-    stream = [chunk({"content": "first"}), trio.Event(), chunk({"content": "second"})]
+    stream: list[Chunk] = [chunk({"content": "first"}), trio.Event(), chunk({"content": "second"})]
     with trio.fail_after(10):
         async with open_upstream([SSEReply(stream)]) as upstream:
             model = OpenAIModel("m", base_url=upstream.url, api_key="k")

@@ -32,6 +32,7 @@ from functools import partial
 from typing import Any
 
 import attrs
+import httpx
 import hypercorn.config
 import hypercorn.trio
 import orjson
@@ -44,9 +45,11 @@ from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "JSONReply",
+    "Chunk",
     "SSEReply",
     "Upstream",
     "chunk",
+    "close_response",
     "error_body",
     "open_upstream",
     "text_stream",
@@ -85,6 +88,8 @@ class Upstream:
         url: base URL ending in ``/v1``.
         requests: JSON bodies received, in order.
         headers: request headers received (lower-case names), in order.
+        clients: the client address (host, port) of each request: equal ports mean one reused
+            connection.
         streaming: set when a stream has sent its first chunk.
         disconnected: set when a stream was cut short (the client went away).
         completed: number of streams sent to their end.
@@ -93,6 +98,7 @@ class Upstream:
     url: str = ""
     requests: list[dict[str, Any]] = attrs.field(factory=list)
     headers: list[dict[str, str]] = attrs.field(factory=list)
+    clients: list[tuple[str, int]] = attrs.field(factory=list)
     streaming: trio.Event = attrs.field(factory=trio.Event)
     disconnected: trio.Event = attrs.field(factory=trio.Event)
     completed: int = 0
@@ -162,6 +168,33 @@ def error_body(message: str, type: str, code: str | None = None) -> dict[str, An
     return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
 
+async def close_response(response: httpx.Response, body: AsyncIterator[Any]) -> None:
+    """Close a streamed httpx ``response`` whose ``body`` iterator was left before its end.
+
+    httpx 0.28 / httpcore 1.0 read a body through nested async generators that do not close the
+    ones they iterate, so leaving ``r.aiter_lines()`` early (even under ``aclosing``) leaves the
+    inner ones to the garbage collector, and Trio's finalizer warns (an error under
+    ``filterwarnings = error``). Closing the response makes the innermost read fail; pulling on
+    ``body`` until then unwinds every level. Use it instead of ``aclosing(r.aiter_lines())``::
+
+        lines = r.aiter_lines()
+        try:
+            async for line in lines:
+                ...
+                break
+        finally:
+            await close_response(r, lines)
+    """
+    try:
+        await response.aclose()
+    finally:
+        try:
+            async for _ in body:
+                pass
+        except Exception:  # the expected ReadError / StreamClosed after the close
+            pass
+
+
 def _encode(item: dict[str, Any] | str | bytes) -> bytes:
     if isinstance(item, bytes):
         return item
@@ -211,13 +244,14 @@ class _SSEResponse(Response):
                         {"type": "http.response.body", "body": _encode(item), "more_body": True}
                     )
                     upstream.streaming.set()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                # Counted as sent before the terminating empty chunk: a client that has read
+                # everything may close (and the test end) while that last send is in flight.
                 finished = True
+                upstream.completed += 1
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
                 nursery.cancel_scope.cancel()
         finally:
-            if finished:
-                upstream.completed += 1
-            else:
+            if not finished:
                 upstream.disconnected.set()
 
 
@@ -228,6 +262,8 @@ def _app(upstream: Upstream, script: Script) -> Starlette:
         body = await request.json()
         upstream.requests.append(body)
         upstream.headers.append(dict(request.headers))
+        client = request.client
+        upstream.clients.append((client.host, client.port) if client else ("", 0))
         if callable(script):
             reply = script(body)
         elif queue:
@@ -261,8 +297,9 @@ async def open_upstream(script: Script = ()) -> AsyncIterator[Upstream]:
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.errorlog = _quiet_logger()
+    app: Any = _app(upstream, script)  # hypercorn's ASGI types do not cover Starlette's
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(hypercorn.trio.serve, _app(upstream, script), config))
+        binds = await nursery.start(partial(hypercorn.trio.serve, app, config))
         upstream.url = f"{binds[0]}/v1"
         try:
             yield upstream

@@ -36,7 +36,9 @@ class Config:
         send_timeout: a producer still waiting for queue room after this closes the socket (1013).
         max_sessions_per_socket: UAMP sessions one socket may open.
         turn_queue_size: inputs one UAMP session may queue behind its running response.
-        ws_ping_interval: WebSocket protocol pings from the server (None disables).
+        ws_ping_interval: WebSocket protocol pings from the server (None disables). Off by
+            default: Hypercorn's ping task sleeps a whole interval after the socket closes,
+            which holds graceful shutdown for up to that long.
         sse_keepalive: idle time before an SSE ``: keepalive`` comment.
         preflight_timeout: how long Completions waits for the first agent event before the 200.
         tool_result_timeout: how long a response waits for client ``tool.result`` events.
@@ -59,7 +61,7 @@ class Config:
     send_timeout: float = 30.0
     max_sessions_per_socket: int = 64
     turn_queue_size: int = 16
-    ws_ping_interval: float | None = 30.0
+    ws_ping_interval: float | None = None
     sse_keepalive: float = 15.0
     preflight_timeout: float = 30.0
     tool_result_timeout: float = 300.0

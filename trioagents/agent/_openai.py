@@ -7,7 +7,10 @@ reads the Server-Sent Events of the answer *inside* ``async with client.stream(.
 HTTP response lives exactly as long as the async generator: when the run loop closes it
 (``contextlib.aclosing``) or the response's cancel scope is cancelled, the ``async with`` exits
 and httpcore closes the half-read connection at once (it is never returned to the pool), which
-is what tells the upstream to stop generating. No task is started and nothing is shielded.
+is what tells the upstream to stop generating. :func:`_close_body` then unwinds httpx's body
+generators so none is left for the garbage collector. A stream read to its end (past
+``[DONE]``) returns its connection to the pool. No task is started; this module shields nothing
+itself (httpcore shields the socket close).
 
 Each ``chat.completion.chunk`` is turned into model events:
 
@@ -31,8 +34,8 @@ exceptions by the :func:`_map_exceptions` context manager::
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -144,13 +147,39 @@ def _chunk_error(error: Any) -> ModelError:
     )
 
 
+async def _close_body(response: httpx.Response, body: AsyncIterator[Any]) -> None:
+    """Close ``response`` and unwind every async generator reading its ``body``.
+
+    httpx 0.28, httpcore 1.0 and httpx-sse 0.4 read a body through a stack of async generators
+    that do not close the ones they iterate (encode/httpx#3686, #3777): closing the outermost
+    one leaves the inner ones suspended for the garbage collector, which Trio reports with a
+    ``ResourceWarning`` and finalizes in a system task. So the response is closed first (httpcore
+    shields the part that closes the connection), which makes the innermost read fail at once,
+    and the outermost generator is pulled until that failure has unwound every level (a fully
+    read body just ends). Not shielded on purpose: under cancellation the first checkpoint deep
+    inside raises ``trio.Cancelled``, which unwinds the stack just as well and propagates.
+    """
+    try:
+        await response.aclose()
+    finally:
+        try:
+            async for _ in body:  # at most what was already buffered, then the read fails
+                pass
+        except Exception:  # the expected ReadError / StreamClosed after the close
+            pass
+
+
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:
     """Up to ``limit`` bytes of ``response``'s body."""
     out = bytearray()
-    async for piece in response.aiter_bytes():
-        out += piece
-        if len(out) >= limit:
-            break
+    pieces = response.aiter_bytes()
+    try:
+        async for piece in pieces:
+            out += piece
+            if len(out) >= limit:
+                break
+    finally:
+        await _close_body(response, pieces)
     return bytes(out[:limit])
 
 
@@ -254,11 +283,12 @@ class OpenAIModel:
             owns a pooled client.
         extra_body: fields merged into every request body last (provider-specific options).
         headers: extra HTTP headers sent with every request.
-        timeout: timeouts of the client the model creates. The default bounds only
-            connecting; bound whole responses with ``trio.fail_after`` in the caller.
+        timeout: timeouts of the client the model creates (``None``: none at all). The default
+            bounds only connecting; bound whole responses with ``trio.fail_after`` in the caller.
 
     Attributes:
         name: the model name.
+        base_url: the API root, without a trailing slash.
     """
 
     def __init__(
@@ -274,9 +304,8 @@ class OpenAIModel:
     ) -> None:
         self.name: str = model or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self.base_url = base_url.rstrip("/")
         self.extra_body: dict[str, Any] = dict(extra_body or {})
         self.headers: dict[str, str] = dict(headers or {})
         self._timeout = timeout if timeout is not None else httpx.Timeout(None)
@@ -316,7 +345,7 @@ class OpenAIModel:
         body.update(self.extra_body)
         return body
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         """Stream the model's answer to ``request``.
 
         Closing the generator or cancelling the caller closes the upstream HTTP connection
@@ -360,18 +389,24 @@ class OpenAIModel:
                         code="upstream_error",
                         status=response.status_code,
                     )
-                # aclosing: leaving at ``[DONE]`` (or on an error) must not leave the SSE
-                # and text-decoding generators for the garbage collector to finalize.
-                async with aclosing(EventSource(response).aiter_sse()) as sse_events:
+                sse_events = EventSource(response).aiter_sse()
+                try:
+                    done = False
                     async for sse in sse_events:
                         data = sse.data.strip()
+                        if done or not data:
+                            # After ``[DONE]`` the body is read to its (immediate) end, so the
+                            # connection goes back to the pool instead of being closed.
+                            continue
                         if data == "[DONE]":
-                            break
-                        if data:
-                            chunk = _parse_chunk(data, sse.event)
-                            for event in self._from_chunk(chunk, tools):
-                                yield event
-                            usage = _usage(chunk.get("usage")) or usage
+                            done = True
+                            continue
+                        chunk = _parse_chunk(data, sse.event)
+                        for event in self._from_chunk(chunk, tools):
+                            yield event
+                        usage = _usage(chunk.get("usage")) or usage
+                finally:
+                    await _close_body(response, sse_events)
         for call in tools.flush():
             yield call
         if usage is not None:

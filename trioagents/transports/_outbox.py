@@ -120,7 +120,10 @@ class Outbox:
             trio.WouldBlock: the queue is full.
         """
         if not self._closed:
-            self._send_ch.send_nowait(event)
+            try:
+                self._send_ch.send_nowait(event)
+            except trio.ClosedResourceError:  # finishing: nothing more goes out
+                pass
 
     async def send(self, event: Any) -> None:
         """Queue ``event``, waiting for room (backpressure).
@@ -133,6 +136,8 @@ class Outbox:
             return
         try:
             self._send_ch.send_nowait(event)
+        except trio.ClosedResourceError:  # finishing: nothing more goes out
+            await trio.lowlevel.checkpoint()
         except trio.WouldBlock:
             with trio.move_on_after(self._send_timeout):
                 await self._send_ch.send(event)
@@ -142,23 +147,13 @@ class Outbox:
         else:
             await trio.lowlevel.checkpoint()
 
-    async def flush(self) -> None:
-        """Write whatever is still queued, from the caller's task (after the writer stopped).
+    def finish(self) -> None:
+        """No more events: the writer drains what is queued, then returns. Idempotent.
 
-        Used when a connection closes on purpose (shutdown, 1009) so the last events (for
-        example ``session.end``) precede the close frame. Callers bound it with a timeout.
+        Used when a connection closes on purpose (shutdown, oversized frame) so that the last
+        events (errors, ``response.cancelled``, ``session.end``) precede the close frame.
         """
-        batch: list[Any] = []
-        while True:
-            try:
-                batch.append(self._recv_ch.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        if self._closed:
-            return
-        for ev in self._merge(batch):
-            await self._write(self._render(ev))
-            self.frames_sent += 1
+        self._send_ch.close()
 
     async def run(self) -> None:
         """The writer task: drain the queue until cancelled."""
@@ -168,7 +163,7 @@ class Outbox:
             while len(batch) < _BATCH:
                 try:
                     batch.append(recv.receive_nowait())
-                except trio.WouldBlock:
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
             if self._closed:
                 continue

@@ -115,10 +115,17 @@ class CompletionsResponse(Response):
         runtime = self.runtime
         cfg = runtime.config
         send_ch, recv_ch = trio.open_memory_channel[Any](cfg.outbound_queue_size)
+
+        async def emit(event: Any) -> None:
+            try:
+                await send_ch.send(event)
+            except trio.BrokenResourceError:  # the client is gone: nobody renders it
+                await trio.lowlevel.checkpoint()
+
         ctx = Context(
             session=self.session,
             response_id=runtime.ids.new("resp"),
-            emit=send_ch.send,
+            emit=emit,
             config=cfg,
             ids=runtime.ids,
             client_tool_mode="return",

@@ -567,23 +567,26 @@ class UampConnection:
         stats.connections += 1
         stats.connections_open += 1
         try:
-            with self.scope:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    nursery.start_soon(self.outbox.run)
-                    nursery.start_soon(self._watch_shutdown)
-                    while True:
-                        message = await receive()
-                        if message["type"] != "websocket.receive":
-                            self.outbox.close()
-                            break
-                        self.handle_frame(message)
-                    nursery.cancel_scope.cancel()
-            if not self.outbox.closed:
-                # Closing on purpose (shutdown, oversized frame): the last events (errors,
-                # response.cancelled, session.end) go out before the close frame.
-                with trio.CancelScope(shield=True), trio.move_on_after(self.runtime.config.cleanup_timeout):
-                    await self.outbox.flush()
+            async with trio.open_nursery() as connection:
+                # The writer lives outside the sessions' scope so that, on a deliberate close,
+                # it can still drain the last events after every session has unwound.
+                connection.start_soon(self.outbox.run)
+                with self.scope:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._watch_shutdown)
+                        while True:
+                            message = await receive()
+                            if message["type"] != "websocket.receive":
+                                self.outbox.close()
+                                break
+                            self.handle_frame(message)
+                        nursery.cancel_scope.cancel()
+                if self.outbox.closed:
+                    connection.cancel_scope.cancel()
+                else:
+                    self.outbox.finish()
+                    connection.cancel_scope.deadline = trio.current_time() + self.runtime.config.cleanup_timeout
         finally:
             stats.connections_open -= 1
 

@@ -537,12 +537,6 @@ async def test_server_level_routing_errors() -> None:
             assert r.json()["choices"][0]["message"]["content"] == "You said: ping"
 
 
-@pytest.mark.xfail(
-    reason="AgentServer._chat_completions (trioagents/server/_app.py) answers a valid-JSON "
-    "non-object body with 'model is required' (missing_required_parameter, param model) "
-    "instead of the invalid_json error the per-agent route gives",
-    strict=True,
-)
 async def test_server_level_non_object_body() -> None:
     helper, other = _agents([])
     with trio.fail_after(TIMEOUT):
@@ -582,11 +576,6 @@ async def test_body_too_large() -> None:
                 assert r.json()["choices"][0]["message"]["content"] == "You said: ping"
 
 
-@pytest.mark.xfail(
-    reason="read_body (trioagents/transports/completions.py) leaves request.stream() "
-    "unclosed when it raises 413 mid-stream: ResourceWarning from trio's asyncgen finalizer",
-    strict=True,
-)
 async def test_body_too_large_chunked() -> None:
     """Without a Content-Length (chunked upload) the limit holds as well, cleanly."""
     agent = Agent("small")

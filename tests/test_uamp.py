@@ -12,9 +12,8 @@ import pytest
 import trio
 import trio_websocket
 
-from trioagents import Agent, BuiltinModel, CallTool, Config, ModelRequest, Reply, tool
+from trioagents import Agent, BuiltinModel, CallTool, Config, ModelRequest, Reply, tool, uamp
 from trioagents.agent import TextChunk
-from trioagents import uamp
 from trioagents.client import open_uamp_client
 from trioagents.server import AgentServer, serve
 from trioagents.testing import open_test_server
@@ -255,7 +254,7 @@ async def test_input_then_response_create_gives_one_response() -> None:
             # A response.create with nothing new starts a fresh response on the conversation.
             await ws.send_message('{"type":"response.create","event_id":"r2"}')
             events = await raw_events(ws, lambda e: e["type"] == "response.done")
-            assert [e["type"] for e in events][0] == "response.created"
+            assert next(e["type"] for e in events) == "response.created"
             assert events[0]["reply_to"] == "r2"
 
 
@@ -292,18 +291,14 @@ async def test_session_end_cancels_then_confirms() -> None:
             await ws.send_message('{"type":"session.create"}')
             created = (await raw_events(ws, lambda e: e["type"] == "session.created"))[-1]
             sid = created["session_id"]
-            await ws.send_message(
-                dumps({"type": "input.text", "text": "block", "session_id": sid})
-            )
+            await ws.send_message(dumps({"type": "input.text", "text": "block", "session_id": sid}))
             await model.blocked.wait()
             await ws.send_message(dumps({"type": "session.end", "session_id": sid}))
             events = await raw_events(ws, lambda e: e["type"] == "session.end")
             kinds = [e["type"] for e in events]
             assert kinds.index("response.cancelled") < kinds.index("session.end")
             assert events[-1]["reason"] == "client_request"
-            await ws.send_message(
-                dumps({"type": "input.text", "text": "x", "session_id": sid})
-            )
+            await ws.send_message(dumps({"type": "input.text", "text": "x", "session_id": sid}))
             err = (await raw_events(ws, lambda e: e["type"] == "error"))[-1]
             assert err["error"]["code"] == "unknown_session"
 
@@ -418,7 +413,6 @@ async def test_unknown_agent_websocket_is_refused_with_404() -> None:
                     assert chunk, data
                     data += chunk
             assert data.startswith(b"HTTP/1.1 404")
-
 
 
 async def test_server_level_uamp_routes_sessions_to_agents() -> None:

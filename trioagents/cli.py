@@ -55,7 +55,9 @@ def load_target(target: str) -> list[Agent] | AgentServer:
             raise SystemExit(f"trioagents: {spec!r} has no attribute {attr!r}")
         value: Any = getattr(module, attr)
     else:
-        value = next((getattr(module, n) for n in ("agents", "agent", "app") if hasattr(module, n)), None)
+        value = next(
+            (getattr(module, n) for n in ("agents", "agent", "app") if hasattr(module, n)), None
+        )
         if value is None:
             value = [v for v in vars(module).values() if isinstance(v, Agent)]
     if callable(value) and not isinstance(value, (Agent, AgentServer)):
@@ -79,7 +81,10 @@ def _print_urls(server: AgentServer, urls: list[str]) -> None:
             print(f"    chat completions  POST {base}/v1/chat/completions", flush=True)
             print(f"    UAMP              {ws}/uamp", flush=True)
         if server.runtime.default_agent is not None:
-            print(f"  single-agent mode: {url}/v1/chat/completions (any model), {'ws' + url[4:]}/uamp", flush=True)
+            print(
+                f"  single-agent mode: {url}/v1/chat/completions (any model), {'ws' + url[4:]}/uamp",
+                flush=True,
+            )
     print("Press Ctrl+C to stop.", flush=True)
 
 
@@ -94,16 +99,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trioagents", description="Serve trio agents.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="serve agents over HTTP and WebSocket")
-    p.add_argument("target", nargs="?", default=DEFAULT_TARGET, help="MODULE_OR_FILE[:ATTR] (default: the bundled example)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default=DEFAULT_TARGET,
+        help="MODULE_OR_FILE[:ATTR] (default: the bundled example)",
+    )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port to bind (default 8000; 0 picks one)")
+    p.add_argument(
+        "--port", type=int, default=None, help="port to bind (default 8000; 0 picks one)"
+    )
     p.add_argument("--agent", default=None, help="default agent, also served at the root")
     p.add_argument("--config", default=None, help="TOML config file")
     p.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "serve":
-        config = Config.load(file=args.config, host=args.host, port=args.port, default_agent=args.agent)
+        config = Config.load(
+            file=args.config, host=args.host, port=args.port, default_agent=args.agent
+        )
         loaded = load_target(args.target)
         server = loaded if isinstance(loaded, AgentServer) else AgentServer(loaded, config=config)
         trio.run(_serve, server)

@@ -327,7 +327,9 @@ class Agent:
         self._prompts.append((priority, self._order, fn))
         self._prompts.sort(key=lambda t: (t[0], t[1]))
 
-    def add_http(self, path: str, handler: Callable[..., Any], methods: Iterable[str] = ("GET",)) -> None:
+    def add_http(
+        self, path: str, handler: Callable[..., Any], methods: Iterable[str] = ("GET",)
+    ) -> None:
         """Serve ``handler`` at ``/agents/{name}{path}``."""
         self.http_endpoints.append(HttpEndpoint(path, tuple(m.upper() for m in methods), handler))
 
@@ -350,7 +352,10 @@ class Agent:
                     if isinstance(meta, ToolMeta):
                         self.add_tool(
                             ToolSpec.from_function(
-                                bound, name=meta.name, description=meta.description, thread=meta.thread
+                                bound,
+                                name=meta.name,
+                                description=meta.description,
+                                thread=meta.thread,
                             )
                         )
                     elif isinstance(meta, HookMeta):

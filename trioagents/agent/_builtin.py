@@ -16,7 +16,7 @@ Text streams word by word, ``word_delay`` seconds apart (``trio.sleep``: works w
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -106,7 +106,9 @@ class BuiltinModel:
         self.name = name
         self.word_delay = word_delay
         self._fn: ScriptFn | None = script if callable(script) else None
-        self._steps: list[Step] = list(script) if script is not None and not callable(script) else []
+        self._steps: list[Step] = (
+            list(script) if script is not None and not callable(script) else []
+        )
         self._call_counter = 0
         self.calls: list[ModelRequest] = []
         """Every request this model received, in order (for tests)."""
@@ -129,19 +131,19 @@ class BuiltinModel:
                 results.append(f"{names.get(m.tool_call_id or '', 'tool')} returned: {m.text}")
             return Reply(". ".join(reversed(results)))
         text = last.text.strip()
-        m = _CALL.match(text)
-        if m:
-            raw = m.group(2).strip() or "{}"
+        call = _CALL.match(text)
+        if call:
+            raw = call.group(2).strip() or "{}"
             try:
                 args = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                return Reply(f"Cannot call {m.group(1)}: arguments are not JSON.")
-            return CallTool(m.group(1), args if isinstance(args, dict) else {"value": args})
+                return Reply(f"Cannot call {call.group(1)}: arguments are not JSON.")
+            return CallTool(call.group(1), args if isinstance(args, dict) else {"value": args})
         if text.startswith("/fail"):
             return Fail(text[5:].strip() or "failure requested")
         return Reply(f"You said: {text}" if text else "Hello! Send me a message.")
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         """Stream the next step's answer (see the module docstring)."""
         self.calls.append(request)
         step = self._next_step(request)

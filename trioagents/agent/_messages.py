@@ -123,7 +123,9 @@ def messages_from_openai(raw: Any, *, param: str = "messages") -> list[Message]:
             args = fn.get("arguments", "")
             if not isinstance(args, str):
                 args = orjson.dumps(args).decode()
-            calls.append(uamp.ToolCallInfo(id=str(c.get("id") or ""), name=fn["name"], arguments=args))
+            calls.append(
+                uamp.ToolCallInfo(id=str(c.get("id") or ""), name=fn["name"], arguments=args)
+            )
         tool_call_id = m.get("tool_call_id")
         if role == "tool" and not isinstance(tool_call_id, str):
             raise RemoteProtocolError(f"{where}.tool_call_id is required", code="invalid_value")
@@ -151,7 +153,10 @@ def _part_to_openai(item: uamp.ContentItem) -> dict[str, Any] | None:
             part["image_url"]["detail"] = item.detail
         return part
     if isinstance(item, uamp.AudioContent):
-        return {"type": "input_audio", "input_audio": {"data": item.audio, "format": item.format or "wav"}}
+        return {
+            "type": "input_audio",
+            "input_audio": {"data": item.audio, "format": item.format or "wav"},
+        }
     if isinstance(item, uamp.FileContent):
         f: dict[str, Any] = {"filename": item.filename}
         if isinstance(item.file, str):

@@ -79,14 +79,16 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
             if partial:  # what the client already saw stays in the conversation
                 ctx.session.messages.append(Message(role="assistant", content=partial))
             with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
-                await ctx.emit(
-                    uamp.ResponseCancelled(
-                        response_id=rid,
-                        session_id=sid,
-                        partial_output=[uamp.TextContent(partial)] if partial else [],
+                try:
+                    await ctx.emit(
+                        uamp.ResponseCancelled(
+                            response_id=rid,
+                            session_id=sid,
+                            partial_output=[uamp.TextContent(partial)] if partial else [],
+                        )
                     )
-                )
-                await _finalize(ctx)
+                finally:
+                    await _finalize(ctx)
             raise
         err = _first_error(exc)
         if isinstance(err, TrioAgentsError):
@@ -199,7 +201,7 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
     calls: list[uamp.ToolCallInfo] = []
     chunk_hooks = agent.has_hooks("on_chunk")
     rid, sid = ctx.response_id, ctx.session_id
-    async with aclosing(agent.model.stream(request)) as stream:  # type: ignore[type-var]
+    async with aclosing(agent.model.stream(request)) as stream:
         async for event in stream:
             if isinstance(event, TextChunk):
                 text = event.text
@@ -212,10 +214,14 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
                 )
             elif isinstance(event, ThinkingChunk):
                 await ctx.emit(
-                    uamp.Thinking(response_id=rid, session_id=sid, content=event.text, is_delta=True)
+                    uamp.Thinking(
+                        response_id=rid, session_id=sid, content=event.text, is_delta=True
+                    )
                 )
             elif isinstance(event, ToolCallRequest):
-                calls.append(uamp.ToolCallInfo(id=event.id, name=event.name, arguments=event.arguments))
+                calls.append(
+                    uamp.ToolCallInfo(id=event.id, name=event.name, arguments=event.arguments)
+                )
             elif isinstance(event, Usage):
                 _add_usage(ctx, event)
     await agent.run_hooks("after_llm", ctx, "".join(step_text), calls)
@@ -243,7 +249,9 @@ async def _run_agent_tools(
 ) -> dict[str, uamp.ToolResultInfo]:
     rid, sid = ctx.response_id, ctx.session_id
     for c in calls:
-        await ctx.emit(uamp.ResponseDelta(response_id=rid, session_id=sid, delta=uamp.ToolCallDelta(c)))
+        await ctx.emit(
+            uamp.ResponseDelta(response_id=rid, session_id=sid, delta=uamp.ToolCallDelta(c))
+        )
     results: dict[str, uamp.ToolResultInfo] = {}
 
     async def run_one(call: uamp.ToolCallInfo, scope: trio.CancelScope) -> None:
@@ -291,4 +299,3 @@ async def _run_agent_tools(
             ctx.tool_scopes[c.id] = scope
             nursery.start_soon(run_one, c, scope)
     return results
-

@@ -43,9 +43,8 @@ def type_schema(tp: Any) -> dict[str, Any]:
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
             schema = type_schema(non_none[0])
-            if len(non_none) != len(args):
-                if "type" in schema:
-                    schema["type"] = [schema["type"], "null"]
+            if len(non_none) != len(args) and "type" in schema:
+                schema["type"] = [schema["type"], "null"]
             return schema
         return {"anyOf": [type_schema(a) for a in args]}
     if origin in (list, tuple, set, frozenset, typing.Sequence, typing.Iterable):
@@ -68,7 +67,9 @@ def type_schema(tp: Any) -> dict[str, Any]:
     return {}
 
 
-_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Examples?|Notes?)\s*:\s*$")
+_SECTION = re.compile(
+    r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Examples?|Notes?)\s*:\s*$"
+)
 _ARG = re.compile(r"^\s*(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 
 

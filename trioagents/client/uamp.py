@@ -25,7 +25,14 @@ import trio_websocket
 from .. import uamp
 from .._errors import TrioAgentsError
 
-__all__ = ["open_uamp_client", "UampClient", "UampClientSession", "UampClosed", "UampError", "ResponseResult"]
+__all__ = [
+    "open_uamp_client",
+    "UampClient",
+    "UampClientSession",
+    "UampClosed",
+    "UampError",
+    "ResponseResult",
+]
 
 
 class UampClosed(TrioAgentsError):
@@ -58,7 +65,9 @@ class ResponseResult:
     @property
     def status(self) -> str:
         """``completed``, ``error`` or ``cancelled``."""
-        return {"response.done": "completed", "response.error": "error"}.get(self.terminal.type, "cancelled")
+        return {"response.done": "completed", "response.error": "error"}.get(
+            self.terminal.type, "cancelled"
+        )
 
 
 class UampClientSession:
@@ -106,7 +115,7 @@ class UampClientSession:
             ev_rid = getattr(ev, "response_id", None)
             if rid is None and ev.type == "response.created":
                 rid = ev_rid
-            if ev_rid is not None and ev_rid == rid:
+            if rid is not None and ev_rid == rid:
                 seen.append(ev)
                 if ev.type in uamp.TERMINAL_TYPES:
                     return ResponseResult(response_id=rid, events=seen, terminal=ev)
@@ -123,14 +132,18 @@ class UampClientSession:
         result = await self.collect()
         if result.terminal.type != "response.done":
             err = getattr(result.terminal, "error", None)
-            raise UampError(err.message if err else "response cancelled", code=err.code if err else "cancelled")
+            raise UampError(
+                err.message if err else "response cancelled", code=err.code if err else "cancelled"
+            )
         return result.text
 
 
 class UampClient:
     """A UAMP connection; use :func:`open_uamp_client`."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, *, ids: uamp.IdFactory, queue_size: int) -> None:
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, *, ids: uamp.IdFactory, queue_size: int
+    ) -> None:
         self.ws = ws
         self.ids = ids
         self.sessions: dict[str, UampClientSession] = {}
@@ -228,12 +241,13 @@ async def open_uamp_client(
 
     Leaving the block closes the socket. Cancellation closes it too.
     """
-    async with trio_websocket.open_websocket_url(url, max_message_size=max_message_size) as ws:
-        async with trio.open_nursery() as nursery:
-            client = UampClient(ws, ids=ids or uamp.RandomIds(), queue_size=queue_size)
-            nursery.start_soon(client._reader)
-            try:
-                yield client
-            finally:
-                nursery.cancel_scope.cancel()
-
+    async with (
+        trio_websocket.open_websocket_url(url, max_message_size=max_message_size) as ws,
+        trio.open_nursery() as nursery,
+    ):
+        client = UampClient(ws, ids=ids or uamp.RandomIds(), queue_size=queue_size)
+        nursery.start_soon(client._reader)
+        try:
+            yield client
+        finally:
+            nursery.cancel_scope.cancel()

@@ -15,7 +15,14 @@ import orjson
 from .. import uamp
 from .sse import sse_event
 
-__all__ = ["CompletionRequest", "CompletionsError", "parse_request", "Renderer", "error_body", "DONE"]
+__all__ = [
+    "CompletionRequest",
+    "CompletionsError",
+    "parse_request",
+    "Renderer",
+    "error_body",
+    "DONE",
+]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -58,7 +65,12 @@ class CompletionsError(Exception):
     """A request the Completions endpoint refuses, with its HTTP status and OpenAI error body."""
 
     def __init__(
-        self, message: str, *, status: int = 400, param: str | None = None, code: str | None = "invalid_value"
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        param: str | None = None,
+        code: str | None = "invalid_value",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -100,12 +112,16 @@ def parse_request(body: bytes) -> CompletionRequest:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise CompletionsError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise CompletionsError(
+            f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise CompletionsError("request body must be a JSON object", code="invalid_json")
     messages = data.get("messages")
     if messages is None:
-        raise CompletionsError("'messages' is required", param="messages", code="missing_required_parameter")
+        raise CompletionsError(
+            "'messages' is required", param="messages", code="missing_required_parameter"
+        )
     if not isinstance(messages, list) or not messages:
         raise CompletionsError("'messages' must be a non-empty array", param="messages")
     for i, m in enumerate(messages):
@@ -119,14 +135,17 @@ def parse_request(body: bytes) -> CompletionRequest:
         stream = False
     if not isinstance(stream, bool):
         raise CompletionsError("'stream' must be a boolean", param="stream")
-    so = data.get("stream_options") or {}
+    so = data.get("stream_options")
+    so = {} if so is None else so
     if not isinstance(so, dict):
         raise CompletionsError("'stream_options' must be an object", param="stream_options")
-    n = data.get("n", 1)
-    if n not in (1, None):
+    n = data.get("n")
+    if n is not None and (type(n) is not int or n != 1):
         raise CompletionsError("only n=1 is supported", param="n", code="unsupported_value")
-    if data.get("logprobs") not in (None, False):
-        raise CompletionsError("logprobs are not supported", param="logprobs", code="unsupported_value")
+    if data.get("logprobs") is not None and data.get("logprobs") is not False:
+        raise CompletionsError(
+            "logprobs are not supported", param="logprobs", code="unsupported_value"
+        )
     options: dict[str, Any] = {}
     for key in _OPTIONS:
         if key in data and data[key] is not None:
@@ -136,15 +155,22 @@ def parse_request(body: bytes) -> CompletionRequest:
             if key in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
                 raise CompletionsError(f"'{key}' must be an integer", param=key)
             options[key] = value
-    tools = data.get("tools") or []
+    tools = data.get("tools")
+    tools = [] if tools is None else tools
     if not isinstance(tools, list):
         raise CompletionsError("'tools' must be an array", param="tools")
     for i, t in enumerate(tools):
         fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(t, dict) or t.get("type", "function") != "function" or not isinstance(fn, dict):
+        if (
+            not isinstance(t, dict)
+            or t.get("type", "function") != "function"
+            or not isinstance(fn, dict)
+        ):
             raise CompletionsError(f"'tools[{i}]' must be a function tool", param=f"tools[{i}]")
         if not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise CompletionsError(f"'tools[{i}].function.name' is required", param=f"tools[{i}].function.name")
+            raise CompletionsError(
+                f"'tools[{i}].function.name' is required", param=f"tools[{i}].function.name"
+            )
     return CompletionRequest(
         messages=messages,
         model=model,
@@ -188,14 +214,21 @@ class Renderer:
 
     def __attrs_post_init__(self) -> None:
         head = orjson.dumps(
-            {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+            }
         )
         self._prefix = head[:-1] + b',"choices":[{"index":0,"delta":'
 
     def _chunk(self, delta: dict[str, Any] | bytes, finish: str | None = None) -> bytes:
         d = delta if isinstance(delta, bytes) else orjson.dumps(delta)
-        tail = b',"logprobs":null,"finish_reason":null}]}' if finish is None else (
-            b',"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]}'
+        tail = (
+            b',"logprobs":null,"finish_reason":null}]}'
+            if finish is None
+            else (b',"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]}')
         )
         return sse_event(self._prefix + d + tail)
 
@@ -215,7 +248,16 @@ class Renderer:
         """Two chunks announcing a client tool call, then its arguments."""
         i = self._tool_index
         self._tool_index += 1
-        start = {"tool_calls": [{"index": i, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}
+        start = {
+            "tool_calls": [
+                {
+                    "index": i,
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
+            ]
+        }
         args = {"tool_calls": [{"index": i, "function": {"arguments": arguments}}]}
         return self._chunk(start) + self._chunk(args)
 
@@ -245,9 +287,14 @@ class Renderer:
     @staticmethod
     def error(message: str, code: str | None, *, kind: str = "server_error") -> bytes:
         """An error chunk after the 200, followed by ``[DONE]``."""
-        return sse_event(
-            orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
-        ) + DONE
+        return (
+            sse_event(
+                orjson.dumps(
+                    {"error": {"message": message, "type": kind, "param": None, "code": code}}
+                )
+            )
+            + DONE
+        )
 
     def completion(
         self,
@@ -258,10 +305,18 @@ class Renderer:
         reasoning: str | None = None,
     ) -> dict[str, Any]:
         """The non-streaming ``chat.completion`` object."""
-        message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None, "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or not tool_calls else None,
+            "refusal": None,
+        }
         if tool_calls:
             message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
                 for c in tool_calls
             ]
         if reasoning:
@@ -271,6 +326,8 @@ class Renderer:
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            ],
             "usage": _usage(usage),
         }

@@ -36,9 +36,13 @@ __all__ = ["AgentServer", "error_response"]
 log = logging.getLogger("trioagents.server")
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
     """The generic HTTP error shape: ``{"error": {code, message, details}}``."""
-    return JSONResponse({"error": {"code": code, "message": message, "details": details or {}}}, status_code=status)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details or {}}}, status_code=status
+    )
 
 
 def _as_response(value: Any) -> Response:
@@ -140,7 +144,7 @@ class AgentServer:
             Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
             WebSocketRoute("/uamp", self._uamp),
         ]
-        http: dict[str, dict[str, Any]] = {}
+        http: dict[str, dict[tuple[str, str], Any]] = {}
         ws: dict[str, dict[str, Any]] = {}
         for agent in self.agents.values():
             for ep in agent.http_endpoints:
@@ -153,7 +157,9 @@ class AgentServer:
         self._ws = ws
         for path, table in http.items():
             methods = sorted({m for _, m in table})
-            routes.append(Route("/agents/{agent}" + path, self._dispatch_http(path, None), methods=methods))
+            routes.append(
+                Route("/agents/{agent}" + path, self._dispatch_http(path, None), methods=methods)
+            )
         for path in ws:
             routes.append(WebSocketRoute("/agents/{agent}" + path, self._dispatch_ws(path, None)))
         default = self.runtime.default_agent
@@ -162,7 +168,9 @@ class AgentServer:
             for path, table in http.items():
                 methods = sorted({m for (name, m) in table if name == default.name})
                 if methods and path not in taken:
-                    routes.append(Route(path, self._dispatch_http(path, default.name), methods=methods))
+                    routes.append(
+                        Route(path, self._dispatch_http(path, default.name), methods=methods)
+                    )
             for path, wtable in ws.items():
                 if default.name in wtable and path not in taken:
                     routes.append(WebSocketRoute(path, self._dispatch_ws(path, default.name)))
@@ -182,8 +190,12 @@ class AgentServer:
             handler = table.get((agent.name, request.method))
             if handler is None:
                 if any(n == agent.name for n, _ in table):
-                    return error_response(405, "method_not_allowed", f"{request.method} is not allowed here")
-                return error_response(404, "route_not_found", f"agent {agent.name!r} has no endpoint {path}")
+                    return error_response(
+                        405, "method_not_allowed", f"{request.method} is not allowed here"
+                    )
+                return error_response(
+                    404, "route_not_found", f"agent {agent.name!r} has no endpoint {path}"
+                )
             result = handler(request)
             if inspect.isawaitable(result):
                 result = await result
@@ -199,7 +211,9 @@ class AgentServer:
             handler = table.get(agent.name) if agent is not None else None
             if agent is None or handler is None:
                 name = ws.path_params.get("agent", fixed)
-                await ws.send_denial_response(error_response(404, "agent_not_found", f"no agent named {name!r} with {path}"))
+                await ws.send_denial_response(
+                    error_response(404, "agent_not_found", f"no agent named {name!r} with {path}")
+                )
                 return
             await handler(ws)
 
@@ -260,24 +274,37 @@ class AgentServer:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return openai_error(f"request body is not valid JSON: {exc}", code="invalid_json")
-        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return openai_error("request body must be a JSON object", code="invalid_json")
+        model = data.get("model")
         agent = self.runtime.resolve(model if isinstance(model, str) else None)
         if agent is None:
             if model is None:
-                return openai_error("'model' is required: it names the agent", param="model", code="missing_required_parameter")
+                return openai_error(
+                    "'model' is required: it names the agent",
+                    param="model",
+                    code="missing_required_parameter",
+                )
             return openai_error(
-                f"The model {model!r} does not exist", status=404, param="model", code="model_not_found"
+                f"The model {model!r} does not exist",
+                status=404,
+                param="model",
+                code="model_not_found",
             )
         handler = self._http["/v1/chat/completions"].get((agent.name, "POST"))
         if handler is None:
-            return error_response(404, "route_not_found", f"agent {agent.name!r} does not serve completions")
+            return error_response(
+                404, "route_not_found", f"agent {agent.name!r} does not serve completions"
+            )
         return _as_response(await handler(request))
 
     async def _uamp(self, ws: WebSocket) -> None:
         name = ws.query_params.get("agent")
         agent = self.runtime.resolve(name)
         if name is not None and agent is None:
-            await ws.send_denial_response(error_response(404, "agent_not_found", f"no agent named {name!r}"))
+            await ws.send_denial_response(
+                error_response(404, "agent_not_found", f"no agent named {name!r}")
+            )
             return
         await serve_uamp_socket(ws, agent, pinned=False)
 

@@ -25,7 +25,11 @@ log = logging.getLogger("trioagents.server")
 def hypercorn_config(config: Config) -> HypercornConfig:
     """Map our :class:`Config` onto Hypercorn's."""
     hc = HypercornConfig()
-    host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
+    host = (
+        f"[{config.host}]"
+        if ":" in config.host and not config.host.startswith("[")
+        else config.host
+    )
     hc.bind = [f"{host}:{config.port}"]
     hc.graceful_timeout = config.graceful_timeout
     # Hypercorn's own limit sits above ours so the app answers oversized frames itself

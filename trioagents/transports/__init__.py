@@ -6,7 +6,8 @@ Every transport is a :class:`~trioagents.Skill` whose endpoints are declared wit
 
 from __future__ import annotations
 
-from ._runtime import Runtime as Runtime, Stats as Stats
+from ._runtime import Runtime as Runtime
+from ._runtime import Stats as Stats
 from .completions import CompletionsTransport as CompletionsTransport
 from .uamp import UampTransport as UampTransport
 

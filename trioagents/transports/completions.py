@@ -20,6 +20,7 @@ the response is cancelled, which closes the upstream model stream and cancels to
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -30,7 +31,13 @@ from starlette.responses import JSONResponse, Response
 from .. import uamp
 from .._errors import RemoteProtocolError
 from ..agent import Agent, Context, Session, Skill, http, messages_from_openai, run_response
-from ..protocols.completions import DONE, CompletionRequest, CompletionsError, Renderer, parse_request
+from ..protocols.completions import (
+    DONE,
+    CompletionRequest,
+    CompletionsError,
+    Renderer,
+    parse_request,
+)
 from ..protocols.sse import SSE_HEADERS, sse_comment
 from ._runtime import Runtime
 
@@ -45,9 +52,13 @@ _STATUS = {
 }
 
 
-def openai_error(message: str, *, status: int = 400, param: str | None = None, code: str | None = None) -> JSONResponse:
+def openai_error(
+    message: str, *, status: int = 400, param: str | None = None, code: str | None = None
+) -> JSONResponse:
     """A JSON response with an OpenAI-shaped error body."""
-    return JSONResponse(CompletionsError(message, status=status, param=param, code=code).body, status_code=status)
+    return JSONResponse(
+        CompletionsError(message, status=status, param=param, code=code).body, status_code=status
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -58,14 +69,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise CompletionsError(f"request body exceeds {limit} bytes", status=413, code="request_too_large")
+        raise CompletionsError(
+            f"request body exceeds {limit} bytes", status=413, code="request_too_large"
+        )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise CompletionsError(f"request body exceeds {limit} bytes", status=413, code="request_too_large")
-        chunks.append(chunk)
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise CompletionsError(
+                    f"request body exceeds {limit} bytes", status=413, code="request_too_large"
+                )
+            chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # later readers (the server-level route) see the same bytes
     return body
@@ -133,7 +149,9 @@ class CompletionsResponse(Response):
             response_format=self.req.response_format,
         )
         renderer = Renderer(
-            id="chatcmpl-" + runtime.ids.hex(12), created=runtime.clock.now_s(), model=self.session.agent.name
+            id="chatcmpl-" + runtime.ids.hex(12),
+            created=runtime.clock.now_s(),
+            model=self.session.agent.name,
         )
         runtime.stats.responses += 1
 
@@ -228,7 +246,9 @@ class CompletionsResponse(Response):
                     out.append(DONE)
                 elif isinstance(terminal, uamp.ResponseError):
                     out.append(Renderer.error(terminal.error.message, terminal.error.code))
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
+                await send(
+                    {"type": "http.response.body", "body": b"".join(out), "more_body": False}
+                )
                 return
             if out:
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
@@ -254,10 +274,23 @@ def _agent_event(r: Renderer, d: Any, client_tools: set[str]) -> list[bytes]:
         c = d.tool_call
         if c.name in client_tools:
             return []
-        return [r.agent_event({"type": "tool_call", "call_id": c.id, "name": c.name, "arguments": c.arguments})]
+        return [
+            r.agent_event(
+                {"type": "tool_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
+            )
+        ]
     if type(d) is uamp.ToolResultDelta:
         res = d.tool_result
-        return [r.agent_event({"type": "tool_result", "call_id": res.call_id, "status": res.status, "result": res.result})]
+        return [
+            r.agent_event(
+                {
+                    "type": "tool_result",
+                    "call_id": res.call_id,
+                    "status": res.status,
+                    "result": res.result,
+                }
+            )
+        ]
     if type(d) is uamp.ToolProgressDelta:
         p = d.tool_progress
         return [r.agent_event({"type": "tool_progress", "call_id": p.call_id, "text": p.text})]
@@ -266,7 +299,9 @@ def _agent_event(r: Renderer, d: Any, client_tools: set[str]) -> list[bytes]:
 
 def _error_response(err: uamp.ErrorInfo) -> tuple[int, dict[str, Any]]:
     status, kind = _STATUS.get(err.code, (500, "server_error"))
-    return status, {"error": {"message": err.message, "type": kind, "param": None, "code": err.code}}
+    return status, {
+        "error": {"message": err.message, "type": kind, "param": None, "code": err.code}
+    }
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
@@ -275,7 +310,10 @@ async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": data, "more_body": False})
@@ -285,7 +323,10 @@ def models_body(agents: list[Agent], created: int) -> dict[str, Any]:
     """The ``/v1/models`` list for ``agents``."""
     return {
         "object": "list",
-        "data": [{"id": a.name, "object": "model", "created": created, "owned_by": "trioagents"} for a in agents],
+        "data": [
+            {"id": a.name, "object": "model", "created": created, "owned_by": "trioagents"}
+            for a in agents
+        ],
     }
 
 

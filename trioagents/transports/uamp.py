@@ -76,7 +76,9 @@ class _Stuck(Exception):
 class UampSession:
     """One UAMP session on a connection: a conversation and at most one running response."""
 
-    def __init__(self, conn: UampConnection, sid: str, agent: Agent, config: dict[str, Any]) -> None:
+    def __init__(
+        self, conn: UampConnection, sid: str, agent: Agent, config: dict[str, Any]
+    ) -> None:
         self.conn = conn
         self.id = sid
         self.config = config
@@ -268,7 +270,10 @@ class UampConnection:
         self._defaults: dict[str, Any] = {}
 
     def _stuck(self) -> None:
-        log.warning("UAMP client stopped reading for %.0f s; closing with 1013", self.runtime.config.send_timeout)
+        log.warning(
+            "UAMP client stopped reading for %.0f s; closing with 1013",
+            self.runtime.config.send_timeout,
+        )
         self.close(1013, "send queue stuck")
 
     def close(self, code: int, reason: str = "") -> None:
@@ -279,9 +284,15 @@ class UampConnection:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _error(self, code: str, message: str, *, reply_to: str | None = None, sid: str | None = None) -> None:
+    def _error(
+        self, code: str, message: str, *, reply_to: str | None = None, sid: str | None = None
+    ) -> None:
         self.runtime.stats.errors += 1
-        self._reply(uamp.Error(error=uamp.ErrorInfo(code=code, message=message), reply_to=reply_to, session_id=sid))
+        self._reply(
+            uamp.Error(
+                error=uamp.ErrorInfo(code=code, message=message), reply_to=reply_to, session_id=sid
+            )
+        )
 
     def _reply(self, event: Any) -> None:
         # The reader never waits: a client that floods us while not reading is stuck.
@@ -300,7 +311,9 @@ class UampConnection:
             if len(data) > self.runtime.config.max_message_size:
                 self._too_large(len(data))
                 return
-            self._error("unsupported_frame", "binary frames are not supported; send JSON text frames")
+            self._error(
+                "unsupported_frame", "binary frames are not supported; send JSON text frames"
+            )
             return
         if len(text) > self.runtime.config.max_message_size:
             self._too_large(len(text))
@@ -314,7 +327,9 @@ class UampConnection:
 
     def _too_large(self, size: int) -> None:
         limit = self.runtime.config.max_message_size
-        self._error("message_too_large", f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self._error(
+            "message_too_large", f"frame of {size} bytes exceeds the limit of {limit} bytes"
+        )
         self.close(1009, "message too large")
 
     def _session_for(self, event: Any) -> UampSession | None:
@@ -328,7 +343,9 @@ class UampConnection:
         if len(self.sessions) == 1:
             return next(iter(self.sessions.values()))
         if not self.sessions:
-            self._error("session_required", f"send session.create before {event.type!r}", reply_to=rid)
+            self._error(
+                "session_required", f"send session.create before {event.type!r}", reply_to=rid
+            )
         else:
             self._error(
                 "session_id_required",
@@ -351,16 +368,26 @@ class UampConnection:
             if agent is None and len(self.sessions) == 1:
                 agent = next(iter(self.sessions.values())).state.agent
             if agent is None:
-                caps: dict[str, Any] = {"id": "trioagents", "provider": "trioagents", "agents": sorted(self.runtime.agents)}
+                caps: dict[str, Any] = {
+                    "id": "trioagents",
+                    "provider": "trioagents",
+                    "agents": sorted(self.runtime.agents),
+                }
             else:
                 caps = agent.capabilities()
-            self._reply(uamp.Capabilities(capabilities=caps, reply_to=event.event_id, session_id=event.session_id))
+            self._reply(
+                uamp.Capabilities(
+                    capabilities=caps, reply_to=event.event_id, session_id=event.session_id
+                )
+            )
             return
         if kind == "session.create":
             self._create_session(event)
             return
         if isinstance(event, uamp.UnknownEvent):
-            self._error("unsupported_event", f"unknown event type {kind!r}", reply_to=event.event_id)
+            self._error(
+                "unsupported_event", f"unknown event type {kind!r}", reply_to=event.event_id
+            )
             return
         if kind == "session.update" and event.session_id is None and len(self.sessions) > 1:
             self._defaults.update(event.session or {})
@@ -381,12 +408,17 @@ class UampConnection:
         def refuse(code: str, message: str, details: dict[str, Any] | None = None) -> None:
             self._reply(
                 uamp.SessionError(
-                    error=uamp.ErrorInfo(code=code, message=message, details=details), reply_to=reply_to
+                    error=uamp.ErrorInfo(code=code, message=message, details=details),
+                    reply_to=reply_to,
                 )
             )
 
         if major != "1":
-            refuse("version_mismatch", f"UAMP {ev.uamp_version} is not supported", {"supported": ["1.0"]})
+            refuse(
+                "version_mismatch",
+                f"UAMP {ev.uamp_version} is not supported",
+                {"supported": ["1.0"]},
+            )
             return
         if self.pinned:
             agent = self.agent if name in (None, self.agent.name if self.agent else None) else None
@@ -417,7 +449,10 @@ class UampConnection:
                 agent=agent.name,
                 chat=ev.chat or cfg.get("chat"),
                 session=uamp.SessionInfo(
-                    id=sid, status="active", config=_public_config(cfg), created_at=self.runtime.clock.now_s()
+                    id=sid,
+                    status="active",
+                    config=_public_config(cfg),
+                    created_at=self.runtime.clock.now_s(),
                 ),
                 reply_to=reply_to,
             )
@@ -453,7 +488,14 @@ class UampConnection:
         self.sessions.pop(s.id, None)
         s.end("client_request")
 
-    def _input(self, s: UampSession, msg: Message, respond: bool, ev: Any, messages: list[Message] | None = None) -> None:
+    def _input(
+        self,
+        s: UampSession,
+        msg: Message,
+        respond: bool,
+        ev: Any,
+        messages: list[Message] | None = None,
+    ) -> None:
         s.bindable = False
         if respond and s.concurrency == "latest":
             s.cancel_response(None)
@@ -477,7 +519,9 @@ class UampConnection:
 
                 messages = messages_from_openai(ev.messages)
             except Exception as exc:
-                self._error("invalid_event", f"invalid 'messages': {exc}", reply_to=ev.event_id, sid=s.id)
+                self._error(
+                    "invalid_event", f"invalid 'messages': {exc}", reply_to=ev.event_id, sid=s.id
+                )
                 return
         content: str | list[uamp.ContentItem] = ev.text
         if s.media and ev.role == "user":
@@ -508,14 +552,22 @@ class UampConnection:
         )
 
     def _on_input_image(self, s: UampSession, ev: uamp.InputImage) -> None:
-        s.media.append(uamp.ImageContent(image=ev.image, format=ev.format, detail=ev.detail, content_id=ev.content_id))
+        s.media.append(
+            uamp.ImageContent(
+                image=ev.image, format=ev.format, detail=ev.detail, content_id=ev.content_id
+            )
+        )
 
     def _on_input_video(self, s: UampSession, ev: uamp.InputVideo) -> None:
-        s.media.append(uamp.VideoContent(video=ev.video, format=ev.format, content_id=ev.content_id))
+        s.media.append(
+            uamp.VideoContent(video=ev.video, format=ev.format, content_id=ev.content_id)
+        )
 
     def _on_input_file(self, s: UampSession, ev: uamp.InputFile) -> None:
         s.media.append(
-            uamp.FileContent(file=ev.file, filename=ev.filename, mime_type=ev.mime_type, content_id=ev.content_id)
+            uamp.FileContent(
+                file=ev.file, filename=ev.filename, mime_type=ev.mime_type, content_id=ev.content_id
+            )
         )
 
     def _on_input_typing(self, s: UampSession, ev: uamp.InputTyping) -> None:
@@ -527,7 +579,10 @@ class UampConnection:
             return
         if s.running is not None or s.queued:
             self._error(
-                "response_in_progress", "a response is already running in this session", reply_to=ev.event_id, sid=s.id
+                "response_in_progress",
+                "a response is already running in this session",
+                reply_to=ev.event_id,
+                sid=s.id,
             )
             return
         opts = ev.response or {}
@@ -540,11 +595,18 @@ class UampConnection:
 
     def _on_response_cancel(self, s: UampSession, ev: uamp.ResponseCancel) -> None:
         if not s.cancel_response(ev.response_id):
-            self._error("no_active_response", "no response is running", reply_to=ev.event_id, sid=s.id)
+            self._error(
+                "no_active_response", "no response is running", reply_to=ev.event_id, sid=s.id
+            )
 
     def _on_tool_result(self, s: UampSession, ev: uamp.ToolResult) -> None:
         if not s.deliver_result(ev):
-            self._error("unknown_call_id", f"no pending tool call {ev.call_id!r}", reply_to=ev.event_id, sid=s.id)
+            self._error(
+                "unknown_call_id",
+                f"no pending tool call {ev.call_id!r}",
+                reply_to=ev.event_id,
+                sid=s.id,
+            )
 
     def _on_payment_submit(self, s: UampSession, ev: uamp.PaymentSubmit) -> None:
         if ev.payment.token:
@@ -586,7 +648,9 @@ class UampConnection:
                     connection.cancel_scope.cancel()
                 else:
                     self.outbox.finish()
-                    connection.cancel_scope.deadline = trio.current_time() + self.runtime.config.cleanup_timeout
+                    connection.cancel_scope.deadline = (
+                        trio.current_time() + self.runtime.config.cleanup_timeout
+                    )
         finally:
             stats.connections_open -= 1
 
@@ -624,7 +688,13 @@ async def serve_uamp_socket(ws: WebSocket, agent: Agent | None, *, pinned: bool)
         with trio.move_on_after(runtime.config.cleanup_timeout) as cs:
             cs.shield = True
             try:
-                await send({"type": "websocket.close", "code": conn.close_code, "reason": conn.close_reason})
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": conn.close_code,
+                        "reason": conn.close_reason,
+                    }
+                )
             except Exception:  # the peer may be gone already
                 log.debug("close frame not sent", exc_info=True)
 

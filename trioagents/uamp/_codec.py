@@ -141,18 +141,19 @@ converter = make_converter()
 
 
 def _tag(cls: type) -> str:
-    return attrs.fields_dict(cls)["type"].default  # type: ignore[no-any-return]
+    return str(attrs.fields_dict(cls)["type"].default)
 
 
 def _omit_none_fields(cls: type) -> Callable[[Any], dict[str, Any]]:
     # Optional fields (default None) are dropped when None; all others are always written.
     overrides = {
-        a.name: override(omit_if_default=True)
-        for a in attrs.fields(cls)
-        if a.default is None
+        a.name: override(omit_if_default=True) for a in attrs.fields(cls) if a.default is None
     }
     return make_dict_unstructure_fn(
-        cls, converter, _cattrs_include_init_false=True, **overrides  # type: ignore[arg-type]
+        cls,
+        converter,
+        _cattrs_include_init_false=True,
+        **overrides,  # type: ignore[arg-type]
     )
 
 
@@ -206,7 +207,9 @@ def _decode(data: str | bytes, table: dict[str, type]) -> Any:
             "invalid_event", f"invalid {kind!r} event: {_explain(exc)}", event_id=event_id
         ) from None
     except (ValueError, TypeError) as exc:
-        raise DecodeError("invalid_event", f"invalid {kind!r} event: {exc}", event_id=event_id) from None
+        raise DecodeError(
+            "invalid_event", f"invalid {kind!r} event: {exc}", event_id=event_id
+        ) from None
 
 
 def decode_client(data: str | bytes) -> ev.ClientEvent | ev.UnknownEvent:

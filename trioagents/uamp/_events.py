@@ -15,7 +15,7 @@ other field is always written, so required wire fields (``status: "completed"``)
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import attrs
 
@@ -132,15 +132,15 @@ class ToolResultContent:
     type: str = _type("tool_result")
 
 
-ContentItem = Union[
-    TextContent,
-    ImageContent,
-    AudioContent,
-    VideoContent,
-    FileContent,
-    ToolCallContent,
-    ToolResultContent,
-]
+ContentItem = (
+    TextContent
+    | ImageContent
+    | AudioContent
+    | VideoContent
+    | FileContent
+    | ToolCallContent
+    | ToolResultContent
+)
 CONTENT_TYPES: tuple[type, ...] = ContentItem.__args__  # type: ignore[attr-defined]
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class ToolProgressDelta:
     type: str = _type("tool_progress")
 
 
-Delta = Union[TextDelta, AudioDelta, ToolCallDelta, ToolResultDelta, ToolProgressDelta]
+Delta = TextDelta | AudioDelta | ToolCallDelta | ToolResultDelta | ToolProgressDelta
 DELTA_TYPES: tuple[type, ...] = Delta.__args__  # type: ignore[attr-defined]
 
 # --------------------------------------------------------------------------------------------
@@ -438,25 +438,25 @@ class UnknownEvent:
     session_id: str | None = None
 
 
-ClientEvent = Union[
-    SessionCreate,
-    SessionUpdate,
-    SessionEnd,
-    CapabilitiesQuery,
-    ClientCapabilities,
-    InputText,
-    InputAudio,
-    InputImage,
-    InputVideo,
-    InputFile,
-    InputTyping,
-    ResponseCreate,
-    ResponseCancel,
-    ToolResult,
-    PaymentSubmit,
-    Ping,
-    Pong,
-]
+ClientEvent = (
+    SessionCreate
+    | SessionUpdate
+    | SessionEnd
+    | CapabilitiesQuery
+    | ClientCapabilities
+    | InputText
+    | InputAudio
+    | InputImage
+    | InputVideo
+    | InputFile
+    | InputTyping
+    | ResponseCreate
+    | ResponseCancel
+    | ToolResult
+    | PaymentSubmit
+    | Ping
+    | Pong
+)
 
 # --------------------------------------------------------------------------------------------
 # Server → client events
@@ -767,31 +767,31 @@ class PaymentError:
     type: str = _type("payment.error")
 
 
-ServerEvent = Union[
-    SessionCreated,
-    SessionUpdated,
-    SessionError,
-    SessionEnd,
-    Capabilities,
-    ResponseCreated,
-    ResponseDelta,
-    ToolCall,
-    ToolCallDone,
-    Progress,
-    Thinking,
-    UsageDelta,
-    RateLimit,
-    ResponseDone,
-    ResponseError,
-    ResponseCancelled,
-    Error,
-    PaymentRequired,
-    PaymentAccepted,
-    PaymentBalance,
-    PaymentError,
-    Ping,
-    Pong,
-]
+ServerEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SessionError
+    | SessionEnd
+    | Capabilities
+    | ResponseCreated
+    | ResponseDelta
+    | ToolCall
+    | ToolCallDone
+    | Progress
+    | Thinking
+    | UsageDelta
+    | RateLimit
+    | ResponseDone
+    | ResponseError
+    | ResponseCancelled
+    | Error
+    | PaymentRequired
+    | PaymentAccepted
+    | PaymentBalance
+    | PaymentError
+    | Ping
+    | Pong
+)
 
 TERMINAL_TYPES = frozenset({"response.done", "response.error", "response.cancelled"})
 """The three events that end a response (the terminal rule, §1.3)."""

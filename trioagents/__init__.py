@@ -56,6 +56,9 @@ from .agent import (
     ModelRequest as ModelRequest,
 )
 from .agent import (
+    OpenAIModel as OpenAIModel,
+)
+from .agent import (
     Reply as Reply,
 )
 from .agent import (
@@ -106,6 +109,7 @@ __all__ = [
     "Model",
     "ModelError",
     "ModelRequest",
+    "OpenAIModel",
     "ProtocolError",
     "RemoteProtocolError",
     "Reply",

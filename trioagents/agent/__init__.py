@@ -76,5 +76,6 @@ from ._model import (
 from ._model import (
     Usage as Usage,
 )
+from ._openai import OpenAIModel as OpenAIModel
 from ._run import is_cancellation as is_cancellation
 from ._run import run_response as run_response

@@ -32,7 +32,21 @@ from ._agent import Agent, Context, ToolArgumentError, _maybe_await
 from ._messages import Message
 from ._model import ModelRequest, TextChunk, ThinkingChunk, ToolCallRequest, Usage
 
-__all__ = ["run_response", "is_cancellation"]
+__all__ = ["run_response", "is_cancellation", "RESPONSE_ERROR_CODES"]
+
+RESPONSE_ERROR_CODES = frozenset(
+    {
+        "agent_error",
+        "tool_timeout",
+        "payment_timeout",
+        "payment_failed",
+        "unsupported_modality",
+        "rate_limit_exceeded",
+        "internal_error",
+    }
+)
+"""The ``response.error`` codes of PROTOCOLS.md §1.3; any other error code is reported as
+``agent_error`` with the original code in ``details.reason``."""
 
 log = logging.getLogger("trioagents.agent")
 
@@ -92,7 +106,14 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
             raise
         err = _first_error(exc)
         if isinstance(err, TrioAgentsError):
-            info = uamp.ErrorInfo(code=err.code, message=err.message, details=err.details)
+            code, details = err.code, dict(err.details or {})
+            if code not in RESPONSE_ERROR_CODES:
+                details.setdefault("reason", code)
+                code = "agent_error"
+            status = getattr(err, "status", None)
+            if status is not None:
+                details.setdefault("upstream_status", status)
+            info = uamp.ErrorInfo(code=code, message=err.message, details=details or None)
         else:
             log.exception("agent %r failed", ctx.agent.name, exc_info=err)
             info = uamp.ErrorInfo(code="agent_error", message=f"{type(err).__name__}: {err}")

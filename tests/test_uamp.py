@@ -454,3 +454,69 @@ async def test_graceful_shutdown_ends_sessions_and_closes_1001() -> None:
                 await drop_closed_client(ws)
         # serve() returned: the nursery exited, and nothing of ours is left running.
         assert server.runtime.stats.connections_open == 0
+
+
+async def test_socket_close_mid_stream_closes_upstream_model_stream() -> None:
+    from trioagents import OpenAIModel
+
+    from tests.upstream import SSEReply, chunk, open_upstream
+
+    never = trio.Event()
+    reply = SSEReply(
+        [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello"}), never],
+        done=False,
+    )
+    finalized: list[str] = []
+    with trio.fail_after(10):
+        async with open_upstream([reply]) as upstream:
+            agent = Agent("proxy", model=OpenAIModel("fake", base_url=upstream.url, api_key="k"))
+            agent.add_hook("finalize", lambda ctx: finalized.append(ctx.output_text))
+            async with open_test_server(agent) as srv:
+                async with open_uamp_client(srv.agent_ws_url("proxy")) as client:
+                    s = await client.create_session()
+                    await s.input_text("hi")
+                    async for ev in s.events:
+                        if ev.type == "response.delta":
+                            assert ev.delta.text == "Hello"
+                            break
+                # The socket is closed: the response is cancelled and the upstream HTTP stream
+                # to the model is closed, which the upstream server observes.
+                await upstream.disconnected.wait()
+                assert upstream.completed == 0
+                assert srv.server.runtime.stats.responses_cancelled == 1
+    assert finalized == ["Hello"]
+
+
+async def test_client_that_stops_reading_is_closed_1013_without_hurting_others() -> None:
+    # A reply far larger than the socket buffers, and a client that does not read it: the
+    # writer blocks, the bounded queue fills, the producer waits send_timeout, and only that
+    # connection is closed (1013). Another client is served meanwhile.
+    words = " ".join(["x" * 1000] * 20_000)
+    model = BuiltinModel(
+        lambda req: Reply(words) if "flood" in req.messages[-1].text else Reply("ok")
+    )
+    agent = Agent("flood", model=model)
+    gave_up = trio.Event()
+    agent.add_hook("finalize", lambda ctx: gave_up.set() if ctx.output_text != "ok" else None)
+    with trio.fail_after(20):
+        async with open_test_server(
+            agent, outbound_queue_size=4, send_timeout=0.2, cleanup_timeout=0.5
+        ) as srv:
+            async with trio_websocket.open_websocket_url(
+                srv.agent_ws_url("flood"), max_message_size=1 << 24
+            ) as slow:
+                await slow.send_message('{"type":"session.create"}')
+                await raw_events(slow, lambda e: e["type"] == "capabilities")
+                await slow.send_message('{"type":"input.text","text":"flood"}')
+                async with open_uamp_client(srv.agent_ws_url("flood")) as other:
+                    s = await other.create_session()
+                    assert await s.ask("hello") == "ok"
+                await gave_up.wait()  # the flooding response was cancelled by the stuck close
+                received = []
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    while True:
+                        received.append(orjson.loads(await slow.get_message()))
+                assert info.value.reason.code == 1013
+                kinds = {e["type"] for e in received}
+                assert "response.done" not in kinds
+                await drop_closed_client(slow)

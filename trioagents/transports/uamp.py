@@ -226,17 +226,18 @@ class UampSession:
         )
         self._reply_to = turn.reply_to
         runtime.stats.responses += 1
+        terminal: Any = None
         with trio.CancelScope() as scope:
             self.running = (rid, scope)
             try:
                 terminal = await run_response(ctx)
-                if isinstance(terminal, uamp.ResponseError):
-                    runtime.stats.responses_failed += 1
             finally:
                 self.running = None
                 self._results.clear()
-        if scope.cancelled_caught:
-            runtime.stats.responses_cancelled += 1
+                if terminal is None:  # cancelled: by response.cancel, session.end or the socket
+                    runtime.stats.responses_cancelled += 1
+                elif isinstance(terminal, uamp.ResponseError):
+                    runtime.stats.responses_failed += 1
 
 
 class UampConnection:

@@ -457,9 +457,8 @@ async def test_graceful_shutdown_ends_sessions_and_closes_1001() -> None:
 
 
 async def test_socket_close_mid_stream_closes_upstream_model_stream() -> None:
-    from trioagents import OpenAIModel
-
     from tests.upstream import SSEReply, chunk, open_upstream
+    from trioagents import OpenAIModel
 
     never = trio.Event()
     reply = SSEReply(
@@ -499,24 +498,26 @@ async def test_client_that_stops_reading_is_closed_1013_without_hurting_others()
     gave_up = trio.Event()
     agent.add_hook("finalize", lambda ctx: gave_up.set() if ctx.output_text != "ok" else None)
     with trio.fail_after(20):
-        async with open_test_server(
-            agent, outbound_queue_size=4, send_timeout=0.2, cleanup_timeout=0.5
-        ) as srv:
-            async with trio_websocket.open_websocket_url(
+        async with (
+            open_test_server(
+                agent, outbound_queue_size=4, send_timeout=0.2, cleanup_timeout=0.5
+            ) as srv,
+            trio_websocket.open_websocket_url(
                 srv.agent_ws_url("flood"), max_message_size=1 << 24
-            ) as slow:
-                await slow.send_message('{"type":"session.create"}')
-                await raw_events(slow, lambda e: e["type"] == "capabilities")
-                await slow.send_message('{"type":"input.text","text":"flood"}')
-                async with open_uamp_client(srv.agent_ws_url("flood")) as other:
-                    s = await other.create_session()
-                    assert await s.ask("hello") == "ok"
-                await gave_up.wait()  # the flooding response was cancelled by the stuck close
-                received = []
-                with pytest.raises(trio_websocket.ConnectionClosed) as info:
-                    while True:
-                        received.append(orjson.loads(await slow.get_message()))
-                assert info.value.reason.code == 1013
-                kinds = {e["type"] for e in received}
-                assert "response.done" not in kinds
-                await drop_closed_client(slow)
+            ) as slow,
+        ):
+            await slow.send_message('{"type":"session.create"}')
+            await raw_events(slow, lambda e: e["type"] == "capabilities")
+            await slow.send_message('{"type":"input.text","text":"flood"}')
+            async with open_uamp_client(srv.agent_ws_url("flood")) as other:
+                s = await other.create_session()
+                assert await s.ask("hello") == "ok"
+            await gave_up.wait()  # the flooding response was cancelled by the stuck close
+            received = []
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                while True:
+                    received.append(orjson.loads(await slow.get_message()))
+            assert info.value.reason.code == 1013
+            kinds = {e["type"] for e in received}
+            assert "response.done" not in kinds
+            await drop_closed_client(slow)

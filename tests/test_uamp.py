@@ -521,3 +521,29 @@ async def test_client_that_stops_reading_is_closed_1013_without_hurting_others()
             kinds = {e["type"] for e in received}
             assert "response.done" not in kinds
             await drop_closed_client(slow)
+
+
+async def test_replies_never_wait_behind_a_full_queue() -> None:
+    # A tiny queue kept full by ten streaming sessions: pings and new sessions are still
+    # answered (control lane), and nothing is closed for being slow.
+    words = " ".join(f"w{i}" for i in range(500))
+    agent = Agent("busy", model=BuiltinModel(lambda req: Reply(words)))
+    with trio.fail_after(20):
+        async with (
+            open_test_server(agent, outbound_queue_size=4) as srv,
+            open_uamp_client(srv.agent_ws_url("busy")) as client,
+        ):
+            sessions = [await client.create_session() for _ in range(10)]
+            texts: list[str] = []
+
+            async def stream(s: Any) -> None:
+                texts.append((await s.collect()).text if await s.input_text("go") else "")
+
+            async with trio.open_nursery() as nursery:
+                for s in sessions:
+                    nursery.start_soon(stream, s)
+                for _ in range(20):
+                    assert (await client.ping()).type == "pong"
+                late = await client.create_session()
+            assert texts == [words] * 10
+            assert await late.ask("and me") == words

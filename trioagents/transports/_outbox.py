@@ -2,21 +2,27 @@
 
 Theory of operation
 -------------------
-Producers (sessions, responses, the reader answering pings) call :meth:`Outbox.send`; one
-writer task (:meth:`Outbox.run`) takes everything queued at that moment and writes it. While
-the client is behind, consecutive text deltas of the same response are merged into one event
-before writing, never reordered and never merged across responses or sessions; Hypercorn's
-per-frame cost is what limits throughput, so fewer frames is what makes Trio competitive.
+Producers (sessions, responses) call :meth:`Outbox.send`; the connection's reader answers
+(``pong``, ``error``, ``session.created``) with :meth:`Outbox.send_control_nowait`. One writer
+task (:meth:`Outbox.run`) takes everything queued at that moment, control replies first, and
+writes it. While the client is behind, consecutive text deltas of the same response are merged
+into one event before writing, never reordered and never merged across responses or sessions:
+Hypercorn's per-frame cost is what limits throughput, so fewer frames is what makes Trio
+competitive.
 
-Backpressure: the queue holds ``outbound_queue_size`` events. A producer that finds it full
-waits; if it is still full after ``send_timeout`` the client is not reading, and the outbox
-calls ``on_stuck`` (the connection closes with 1013). Once the peer is gone
-(:meth:`close`), sends are dropped at once so that cleanup after a disconnect never waits on a
-queue nobody drains.
+Backpressure: the data lane holds ``size`` events. A producer that finds it full waits; if it
+is still full after ``send_timeout`` the client is not reading, and ``on_stuck`` is called (the
+connection closes with 1013). The control lane is separate and small, so the reader never
+waits and a ``ping`` is answered even while responses are backed up; a client that floods it
+without reading is stuck too. Once the peer is gone (:meth:`close`) sends are dropped at once,
+so cleanup after a disconnect never waits on a queue nobody drains; :meth:`finish` lets the
+writer drain what is queued and return (a deliberate close: the last events precede the close
+frame).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,11 +43,7 @@ def merge_text_deltas(events: list[Any]) -> list[Any]:
     run: list[str] = []
     head: uamp.ResponseDelta | None = None
     for ev in events:
-        if (
-            type(ev) is uamp.ResponseDelta
-            and type(ev.delta) is uamp.TextDelta
-            and ev.event_id is None
-        ):
+        if type(ev) is uamp.ResponseDelta and type(ev.delta) is uamp.TextDelta:
             if (
                 head is not None
                 and head.response_id == ev.response_id
@@ -78,10 +80,11 @@ class Outbox:
     Args:
         write: writes one rendered frame to the peer.
         render: turns one event into the frame's text.
-        size: queue bound (events).
+        size: data-lane bound (events).
         send_timeout: how long a producer may wait for room before ``on_stuck`` is called.
-        on_stuck: called once when the peer stops reading.
+        on_stuck: called when the peer stops reading.
         merge: combines a batch of queued events before writing (default: text-delta merge).
+        control_size: control-lane bound (replies from the reader).
     """
 
     def __init__(
@@ -93,14 +96,21 @@ class Outbox:
         send_timeout: float,
         on_stuck: Callable[[], None],
         merge: Callable[[list[Any]], list[Any]] = merge_text_deltas,
+        control_size: int = 64,
     ) -> None:
         self._write = write
         self._render = render
-        self._send_ch, self._recv_ch = trio.open_memory_channel[Any](size)
+        self._size = size
+        self._control_size = control_size
         self._send_timeout = send_timeout
         self._on_stuck = on_stuck
         self._merge = merge
+        self._data: deque[Any] = deque()
+        self._control: deque[Any] = deque()
+        self._room = trio.lowlevel.ParkingLot()
+        self._ready = trio.Event()
         self._closed = False
+        self._finishing = False
         self.frames_sent = 0
         self.events_sent = 0
 
@@ -112,62 +122,71 @@ class Outbox:
     def close(self) -> None:
         """The peer is gone: drop queued and future events. Idempotent."""
         self._closed = True
+        self._data.clear()
+        self._control.clear()
+        self._room.unpark_all()
+        self._ready.set()
 
-    def send_nowait(self, event: Any) -> None:
-        """Queue ``event`` without waiting.
+    def finish(self) -> None:
+        """No more events: the writer drains what is queued, then returns. Idempotent."""
+        self._finishing = True
+        self._ready.set()
+
+    def send_control_nowait(self, event: Any) -> None:
+        """Queue a reply from the reader, ahead of queued data, without waiting.
 
         Raises:
-            trio.WouldBlock: the queue is full.
+            trio.WouldBlock: the control lane is full (the peer is not reading).
         """
-        if not self._closed:
-            try:
-                self._send_ch.send_nowait(event)
-            except trio.ClosedResourceError:  # finishing: nothing more goes out
-                pass
+        if self._closed or self._finishing:
+            return
+        if len(self._control) >= self._control_size:
+            raise trio.WouldBlock
+        self._control.append(event)
+        self._ready.set()
 
     async def send(self, event: Any) -> None:
         """Queue ``event``, waiting for room (backpressure).
 
-        If the queue stays full for ``send_timeout`` the peer is declared stuck (``on_stuck``)
-        and this keeps waiting until the connection's cancellation reaches it.
+        If there is no room for ``send_timeout`` the peer is declared stuck (``on_stuck``) and
+        this keeps waiting until the connection's cancellation reaches it.
         """
-        if self._closed:
+        if self._closed or self._finishing:
             await trio.lowlevel.checkpoint()
             return
-        try:
-            self._send_ch.send_nowait(event)
-        except trio.ClosedResourceError:  # finishing: nothing more goes out
-            await trio.lowlevel.checkpoint()
-        except trio.WouldBlock:
+        if len(self._data) >= self._size:
             with trio.move_on_after(self._send_timeout):
-                await self._send_ch.send(event)
+                while len(self._data) >= self._size and not self._closed:
+                    await self._room.park()
+            if len(self._data) >= self._size and not self._closed:
+                self._on_stuck()
+                await trio.sleep_forever()
+            if self._closed:
                 return
-            self._on_stuck()
-            await trio.sleep_forever()
         else:
             await trio.lowlevel.checkpoint()
-
-    def finish(self) -> None:
-        """No more events: the writer drains what is queued, then returns. Idempotent.
-
-        Used when a connection closes on purpose (shutdown, oversized frame) so that the last
-        events (errors, ``response.cancelled``, ``session.end``) precede the close frame.
-        """
-        self._send_ch.close()
+        if not (self._closed or self._finishing):
+            self._data.append(event)
+            self._ready.set()
 
     async def run(self) -> None:
-        """The writer task: drain the queue until cancelled."""
-        recv = self._recv_ch
-        async for first in recv:
-            batch = [first]
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(recv.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            if self._closed:
+        """The writer task: drain the lanes until :meth:`finish` (or cancellation)."""
+        data, control = self._data, self._control
+        while True:
+            if not data and not control:
+                if self._finishing or self._closed:
+                    return
+                self._ready = trio.Event()
+                await self._ready.wait()
                 continue
+            batch = list(control)
+            control.clear()
+            for _ in range(min(len(data), _BATCH)):
+                batch.append(data.popleft())
+            self._room.unpark_all()
             self.events_sent += len(batch)
             for ev in self._merge(batch):
+                if self._closed:
+                    break
                 await self._write(self._render(ev))
                 self.frames_sent += 1

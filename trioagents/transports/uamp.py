@@ -33,7 +33,17 @@ import trio
 from starlette.websockets import WebSocket
 
 from .. import uamp
-from ..agent import Agent, Context, Message, Session, Skill, run_response, websocket
+from .._errors import RemoteProtocolError
+from ..agent import (
+    Agent,
+    Context,
+    Message,
+    Session,
+    Skill,
+    messages_from_openai,
+    run_response,
+    websocket,
+)
 from ._outbox import Outbox
 from ._runtime import Runtime
 
@@ -296,9 +306,10 @@ class UampConnection:
         )
 
     def _reply(self, event: Any) -> None:
-        # The reader never waits: a client that floods us while not reading is stuck.
+        # The reader never waits: replies take the outbox's small control lane, ahead of
+        # queued deltas; a client that floods it without reading is stuck.
         try:
-            self.outbox.send_nowait(event)
+            self.outbox.send_control_nowait(event)
         except trio.WouldBlock:
             self._stuck()
 
@@ -516,10 +527,8 @@ class UampConnection:
         messages = None
         if ev.messages is not None:
             try:
-                from ..agent import messages_from_openai
-
                 messages = messages_from_openai(ev.messages)
-            except Exception as exc:
+            except RemoteProtocolError as exc:
                 self._error(
                     "invalid_event", f"invalid 'messages': {exc}", reply_to=ev.event_id, sid=s.id
                 )

@@ -547,3 +547,29 @@ async def test_replies_never_wait_behind_a_full_queue() -> None:
                 late = await client.create_session()
             assert texts == [words] * 10
             assert await late.ask("and me") == words
+
+
+async def test_response_create_options_apply_to_that_response_only() -> None:
+    model = BuiltinModel()
+    agent = Agent("opts", "Base.", model=model)
+    with trio.fail_after(10):
+        async with (
+            open_test_server(agent) as srv,
+            trio_websocket.open_websocket_url(srv.agent_ws_url("opts")) as ws,
+        ):
+            await ws.send_message(
+                dumps(
+                    {"type": "session.create", "session": {"extensions": {"auto_respond": False}}}
+                )
+            )
+            await raw_events(ws, lambda e: e["type"] == "capabilities")
+            await ws.send_message(dumps({"type": "input.text", "text": "hi"}))
+            await ws.send_message(
+                dumps({"type": "response.create", "response": {"instructions": "Be brief."}})
+            )
+            await raw_events(ws, lambda e: e["type"] == "response.done")
+            assert model.calls[-1].messages[0].text == "Base.\n\nBe brief."
+            assert model.calls[-1].messages[-1].text == "hi"
+            await ws.send_message(dumps({"type": "response.create"}))
+            await raw_events(ws, lambda e: e["type"] == "response.done")
+            assert model.calls[-1].messages[0].text == "Base."

@@ -393,6 +393,8 @@ class Agent:
                 parts.append(str(text))
         if ctx.session.instructions:
             parts.append(ctx.session.instructions)
+        if ctx.instructions:
+            parts.append(ctx.instructions)
         return "\n\n".join(parts)
 
     def capabilities(self) -> dict[str, Any]:
@@ -464,6 +466,8 @@ class Context:
         wait_tool_results: how ``"wait"`` mode receives results.
         options: sampling options from the request.
         response_format: the client's ``response_format``.
+        instructions: extra instructions for this response only.
+        client_tools: client tools for this response only (None: the session's).
         text: the answer text streamed so far, in chunks.
         usage: token counts so far.
         finish_reason: ``stop`` or ``tool_calls`` once done.
@@ -480,6 +484,8 @@ class Context:
     wait_tool_results: WaitToolResults | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
     response_format: Any = None
+    instructions: str | None = None
+    client_tools: list[dict[str, Any]] | None = None
     text: list[str] = attrs.field(factory=list)
     usage: uamp.UsageInfo | None = None
     finish_reason: str = "stop"
@@ -490,6 +496,11 @@ class Context:
     def agent(self) -> Agent:
         """The agent answering now."""
         return self.session.agent
+
+    @property
+    def tools_of_client(self) -> list[dict[str, Any]]:
+        """The client tools in force for this response."""
+        return self.session.client_tools if self.client_tools is None else self.client_tools
 
     @property
     def output_text(self) -> str:

@@ -152,7 +152,7 @@ async def _steps(ctx: Context) -> None:
         calls = await _llm_step(ctx)
         if not calls:
             return
-        client_names = {t["function"]["name"] for t in ctx.session.client_tools if "function" in t}
+        client_names = {t["function"]["name"] for t in ctx.tools_of_client if "function" in t}
         agent_calls = [c for c in calls if c.name in agent.tools or c.name in agent.handoffs]
         client_calls = [c for c in calls if c not in agent_calls and c.name in client_names]
         unknown = [c for c in calls if c not in agent_calls and c not in client_calls]
@@ -211,7 +211,7 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
         messages = (Message(role="system", content=system), *messages)
     tools = tuple(t.openai for t in agent.tools.values())
     tools += tuple(h.tool.openai for h in agent.handoffs.values())
-    tools += tuple(ctx.session.client_tools)
+    tools += tuple(ctx.tools_of_client)
     request = ModelRequest(
         messages=messages, tools=tools, options=ctx.options, response_format=ctx.response_format
     )

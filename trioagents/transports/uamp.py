@@ -76,7 +76,8 @@ class _Turn:
     respond: bool
     reply_to: str | None
     messages: list[Message] | None = None
-    options: dict[str, Any] = attrs.field(factory=dict)
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 class _Stuck(Exception):
@@ -232,7 +233,8 @@ class UampSession:
             session_id=self.id,
             client_tool_mode="wait",
             wait_tool_results=self.wait_tool_results,
-            options=turn.options,
+            instructions=turn.instructions,
+            client_tools=turn.tools,
         )
         self._reply_to = turn.reply_to
         runtime.stats.responses += 1
@@ -595,12 +597,16 @@ class UampConnection:
                 sid=s.id,
             )
             return
+        # response.instructions / response.tools apply to this response only.
         opts = ev.response or {}
-        if "instructions" in opts:
-            s.state.instructions = opts["instructions"]
-        if "tools" in opts:
-            s.state.client_tools = normalize_tools(opts["tools"])
-        if not s.enqueue(_Turn(message=None, respond=True, reply_to=ev.event_id)):
+        turn = _Turn(
+            message=None,
+            respond=True,
+            reply_to=ev.event_id,
+            instructions=opts.get("instructions"),
+            tools=normalize_tools(opts["tools"]) if "tools" in opts else None,
+        )
+        if not s.enqueue(turn):
             self._error("rate_limited", "turn queue full", reply_to=ev.event_id, sid=s.id)
 
     def _on_response_cancel(self, s: UampSession, ev: uamp.ResponseCancel) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -77,6 +77,7 @@ class AgentServer:
         transports: Iterable[type] = DEFAULT_TRANSPORTS,
     ) -> None:
         config = config or Config()
+        self._transports = tuple(transports)
         agent_list = [agents] if isinstance(agents, Agent) else list(agents)
         by_name: dict[str, Agent] = {}
         for agent in agent_list:
@@ -120,8 +121,14 @@ class AgentServer:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             self.runtime.nursery = nursery
+            # Transport services (stores, cleanup loops): ``lifespan(runtime)`` on the transport
+            # class returns an async context manager that lives as long as the server.
+            for transport in self._transports:
+                hook = getattr(transport, "lifespan", None)
+                if hook is not None:
+                    await stack.enter_async_context(hook(self.runtime))
             try:
                 yield
             finally:
@@ -144,6 +151,12 @@ class AgentServer:
             Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
             WebSocketRoute("/uamp", self._uamp),
         ]
+        # Server-level routes a transport contributes (e.g. /v1/realtime?model=NAME, the root
+        # agent card): ``server_routes(runtime)`` on the transport class, if it has one.
+        for transport in self._transports:
+            extra = getattr(transport, "server_routes", None)
+            if extra is not None:
+                routes.extend(extra(self.runtime))
         http: dict[str, dict[tuple[str, str], Any]] = {}
         ws: dict[str, dict[str, Any]] = {}
         for agent in self.agents.values():

@@ -43,6 +43,7 @@ class Runtime:
         draining: set when the server starts a graceful shutdown; long-lived connections end
             their sessions (``session.end{reason:"shutdown"}``) and close with 1001.
         nursery: the app-services nursery owned by the ASGI lifespan (None outside it).
+        services: per-server state transports create in their ``lifespan`` hook.
     """
 
     config: Config
@@ -53,6 +54,8 @@ class Runtime:
     draining: trio.Event = attrs.field(factory=trio.Event)
     nursery: trio.Nursery | None = None
     stats: Stats = attrs.field(factory=Stats)
+    services: dict[str, Any] = attrs.field(factory=dict)
+    """Per-server state that transports set up in their ``lifespan`` (e.g. a task store)."""
 
     def __attrs_post_init__(self) -> None:
         if self.encoder is None:

@@ -472,6 +472,8 @@ class Context:
         usage: token counts so far.
         finish_reason: ``stop`` or ``tool_calls`` once done.
         returned_calls: client tool calls handed back to the caller (``return`` mode).
+        committed_chunks: how many of ``text``'s chunks an assistant message already holds.
+        open_calls: tool calls of the last assistant message still waiting for results.
     """
 
     session: Session
@@ -490,6 +492,8 @@ class Context:
     usage: uamp.UsageInfo | None = None
     finish_reason: str = "stop"
     returned_calls: list[uamp.ToolCallInfo] = attrs.field(factory=list)
+    committed_chunks: int = 0
+    open_calls: list[uamp.ToolCallInfo] = attrs.field(factory=list)
     tool_scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
 
     @property

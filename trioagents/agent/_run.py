@@ -76,7 +76,9 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
 
     Raises:
         trio.Cancelled: the response was cancelled; ``response.cancelled`` has been emitted
-            (shielded, within ``config.cleanup_timeout``) before this propagates.
+            (shielded, within ``config.cleanup_timeout``) before this propagates. When tools
+            were running it arrives as a group made only of ``Cancelled`` (see
+            :func:`is_cancellation`); the enclosing cancel scope absorbs either form.
     """
     sid = ctx.session_id
     rid = ctx.response_id
@@ -90,8 +92,7 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
             raise  # KeyboardInterrupt, SystemExit: never turned into an event
         if is_cancellation(exc):
             partial = ctx.output_text
-            if partial:  # what the client already saw stays in the conversation
-                ctx.session.messages.append(Message(role="assistant", content=partial))
+            _close_conversation(ctx)
             with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
                 try:
                     await ctx.emit(
@@ -138,6 +139,21 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
     return terminal
 
 
+def _close_conversation(ctx: Context) -> None:
+    # After a cancel the conversation must stay valid for the next turn: every tool call the
+    # assistant made gets an answer, and text the client already saw (but that no assistant
+    # message holds yet) stays in the conversation.
+    for call in ctx.open_calls:
+        ctx.session.messages.append(
+            Message(role="tool", content="error: the response was cancelled", tool_call_id=call.id)
+        )
+    ctx.open_calls = []
+    unsaid = "".join(ctx.text[ctx.committed_chunks :])
+    if unsaid:
+        ctx.session.messages.append(Message(role="assistant", content=unsaid))
+        ctx.committed_chunks = len(ctx.text)
+
+
 async def _finalize(ctx: Context) -> None:
     try:
         await ctx.agent.run_hooks("finalize", ctx)
@@ -160,8 +176,22 @@ async def _steps(ctx: Context) -> None:
         if agent_calls:
             results.update(await _run_agent_tools(ctx, agent_calls))
         for c in unknown:
-            results[c.id] = uamp.ToolResultInfo(
-                call_id=c.id, result=f"error: there is no tool named {c.name!r}", is_error=True
+            info = uamp.ToolResultInfo(
+                call_id=c.id,
+                result=f"error: there is no tool named {c.name!r}",
+                is_error=True,
+                status="error",
+            )
+            results[c.id] = info
+            # The client sees the attempt and its failure, like any agent tool call.
+            rid, sid = ctx.response_id, ctx.session_id
+            await ctx.emit(
+                uamp.ResponseDelta(response_id=rid, session_id=sid, delta=uamp.ToolCallDelta(c))
+            )
+            await ctx.emit(
+                uamp.ResponseDelta(
+                    response_id=rid, session_id=sid, delta=uamp.ToolResultDelta(info)
+                )
             )
         if client_calls:
             for c in client_calls:
@@ -197,6 +227,7 @@ async def _steps(ctx: Context) -> None:
         for c in calls:
             r = results[c.id]
             ctx.session.messages.append(Message(role="tool", content=r.result, tool_call_id=c.id))
+        ctx.open_calls = []
     raise MaxStepsExceeded(
         f"the agent reached max_steps ({max_steps}) without a final answer",
         details={"max_steps": max_steps},
@@ -227,7 +258,11 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
             if isinstance(event, TextChunk):
                 text = event.text
                 if chunk_hooks:
-                    text = await agent.run_hooks("on_chunk", ctx, text) or text
+                    replaced = await agent.run_hooks("on_chunk", ctx, text)
+                    if isinstance(replaced, str):
+                        text = replaced
+                    if not text:
+                        continue
                 step_text.append(text)
                 ctx.text.append(text)
                 await ctx.emit(
@@ -250,6 +285,8 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
         ctx.session.messages.append(
             Message(role="assistant", content="".join(step_text), tool_calls=tuple(calls))
         )
+    ctx.committed_chunks = len(ctx.text)
+    ctx.open_calls = list(calls)
     return calls
 
 

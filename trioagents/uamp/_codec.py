@@ -139,6 +139,30 @@ class SequentialIds:
 converter = make_converter()
 """The cattrs converter for every UAMP class (orjson preconfigured)."""
 
+_INT_RANGE = range(-(1 << 63), 1 << 63)
+
+
+def _strict(kind: type, check: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:
+    # The wire is JSON: a field of the wrong JSON type is an invalid event, never coerced
+    # (``null`` must not become the string "None", nor "false" the boolean True).
+    def hook(value: Any, _: Any) -> Any:
+        if not check(value):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+converter.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
+converter.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool)))
+converter.register_structure_hook(
+    int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool) and v in _INT_RANGE)
+)
+converter.register_structure_hook(
+    float,
+    _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+)
+
 
 def _tag(cls: type) -> str:
     return str(attrs.fields_dict(cls)["type"].default)

@@ -133,21 +133,11 @@ def test_bad_environment_values_raise_clearly(name: str, raw: str, kind: str) ->
     assert kind in message
 
 
-@pytest.mark.xfail(
-    reason="config.py:110-111 Config.load passes unknown keyword names to Config(**values): "
-    "TypeError from attrs instead of ValueError naming the key",
-    strict=True,
-)
 def test_unknown_keyword_raises_value_error() -> None:
     with pytest.raises(ValueError, match="prot"):
         Config.load(env={}, prot=1)
 
 
-@pytest.mark.xfail(
-    reason="config.py:104,110 values from the TOML file (and keywords) are not type-checked: "
-    'port = "eighty" is accepted as a str',
-    strict=True,
-)
 def test_bad_file_values_raise_value_error(tmp_path: Path) -> None:
     path = write(tmp_path, 'port = "eighty"\n')
     with pytest.raises(ValueError, match="port"):

@@ -7,90 +7,89 @@ subpackages (``trioagents.uamp``, ``trioagents.protocols``, ``trioagents.transpo
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     AgentError as AgentError,
-)
-from ._errors import (
     LocalProtocolError as LocalProtocolError,
-)
-from ._errors import (
     MaxStepsExceeded as MaxStepsExceeded,
-)
-from ._errors import (
     ModelError as ModelError,
-)
-from ._errors import (
     ProtocolError as ProtocolError,
-)
-from ._errors import (
     RemoteProtocolError as RemoteProtocolError,
-)
-from ._errors import (
     ToolTimeout as ToolTimeout,
-)
-from ._errors import (
     TrioAgentsError as TrioAgentsError,
 )
-from .agent import (
-    Agent as Agent,
-)
-from .agent import (
-    BuiltinModel as BuiltinModel,
-)
-from .agent import (
-    CallTool as CallTool,
-)
-from .agent import (
-    Context as Context,
-)
-from .agent import (
-    Fail as Fail,
-)
-from .agent import (
-    Message as Message,
-)
-from .agent import (
-    Model as Model,
-)
-from .agent import (
-    ModelRequest as ModelRequest,
-)
-from .agent import (
-    OpenAIModel as OpenAIModel,
-)
-from .agent import (
-    Reply as Reply,
-)
-from .agent import (
-    Session as Session,
-)
-from .agent import (
-    Skill as Skill,
-)
-from .agent import (
-    Think as Think,
-)
-from .agent import (
-    handoff as handoff,
-)
-from .agent import (
-    hook as hook,
-)
-from .agent import (
-    http as http,
-)
-from .agent import (
-    prompt as prompt,
-)
-from .agent import (
-    tool as tool,
-)
-from .agent import (
-    websocket as websocket,
-)
 from .config import Config as Config
-from .server import AgentServer as AgentServer
-from .server import serve as serve
+
+if TYPE_CHECKING:
+    from .agent import (
+        Agent as Agent,
+        BuiltinModel as BuiltinModel,
+        CallTool as CallTool,
+        Context as Context,
+        Fail as Fail,
+        Message as Message,
+        Model as Model,
+        ModelRequest as ModelRequest,
+        OpenAIModel as OpenAIModel,
+        Reply as Reply,
+        Session as Session,
+        Skill as Skill,
+        Think as Think,
+        handoff as handoff,
+        hook as hook,
+        http as http,
+        prompt as prompt,
+        tool as tool,
+        websocket as websocket,
+    )
+    from .server import AgentServer as AgentServer, serve as serve
+
+# The runtime and the server (trio, Starlette, Hypercorn, httpx) load on first use, so that
+# ``trioagents.uamp`` and ``trioagents.protocols`` stay importable without any I/O library.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "Agent",
+            "BuiltinModel",
+            "CallTool",
+            "Context",
+            "Fail",
+            "Message",
+            "Model",
+            "ModelRequest",
+            "OpenAIModel",
+            "Reply",
+            "Session",
+            "Skill",
+            "Think",
+            "handoff",
+            "hook",
+            "http",
+            "prompt",
+            "tool",
+            "websocket",
+        ),
+        ".agent",
+    ),
+    "AgentServer": ".server",
+    "serve": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trioagents' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

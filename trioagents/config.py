@@ -108,7 +108,27 @@ class Config:
             if raw is not None:
                 values[name] = _parse(name, raw, field.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        for name, value in values.items():
+            _check(name, value, fields[name].type)
         return cls(**values)
+
+
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check(name: str, value: Any, annotation: Any) -> None:
+    text = str(annotation)
+    if value is None and "None" in text:
+        return
+    kind = _KINDS.get(text.split(" ")[0])
+    ok = kind is not None and isinstance(value, kind)
+    if ok and not text.startswith("bool") and isinstance(value, bool):
+        ok = False  # True is an int in Python, not a port number
+    if not ok:
+        raise ValueError(f"config key {name!r} must be {text}, got {value!r}")
 
 
 def _parse(name: str, raw: str, annotation: Any) -> Any:

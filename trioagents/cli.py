@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -71,6 +72,17 @@ def load_target(target: str) -> list[Agent] | AgentServer:
     raise SystemExit(f"trioagents: {target!r} holds no Agent")
 
 
+def _transports(a2a_db: str | None) -> tuple[type, ...]:
+    # A served agent keeps its A2A tasks across restarts: SQLite unless asked otherwise.
+    from .transports import DEFAULT_TRANSPORTS, A2ATransport
+    from .transports.a2a import DB_ENV
+
+    db = a2a_db or os.environ.get(DB_ENV) or "trioagents-a2a.db"
+    return tuple(
+        A2ATransport.with_options(db=db) if t is A2ATransport else t for t in DEFAULT_TRANSPORTS
+    )
+
+
 def _print_urls(server: AgentServer, urls: list[str]) -> None:
     for url in urls:
         print(f"trioagents listening on {url}", flush=True)
@@ -111,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--agent", default=None, help="default agent, also served at the root")
     p.add_argument("--config", default=None, help="TOML config file")
+    p.add_argument(
+        "--a2a-db",
+        default=None,
+        help="SQLite file for A2A tasks (default: $TRIOAGENTS_A2A_DB or trioagents-a2a.db; "
+        "':memory:' keeps them in memory)",
+    )
     p.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -121,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=args.config, host=args.host, port=args.port, default_agent=args.agent
         )
         loaded = load_target(args.target)
-        server = loaded if isinstance(loaded, AgentServer) else AgentServer(loaded, config=config)
+        if isinstance(loaded, AgentServer):
+            server = loaded
+        else:
+            server = AgentServer(loaded, config=config, transports=_transports(args.a2a_db))
         trio.run(_serve, server)
     return 0
 

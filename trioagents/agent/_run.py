@@ -82,7 +82,11 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
     """
     sid = ctx.session_id
     rid = ctx.response_id
-    await ctx.emit(uamp.ResponseCreated(response_id=rid, session_id=sid))
+    # Shielded: once a response is asked for, its response.created goes out even if a cancel
+    # is already on its way, so the cancel then ends it with response.cancelled (the terminal
+    # rule) instead of leaving the client with a response that never started or never ends.
+    with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
+        await ctx.emit(uamp.ResponseCreated(response_id=rid, session_id=sid))
     terminal: uamp.ServerEvent
     try:
         await ctx.agent.run_hooks("on_message", ctx)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import orjson
@@ -37,8 +37,8 @@ from .jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    error as jsonrpc_error,
 )
-from .jsonrpc import error as jsonrpc_error
 
 __all__ = [
     "V10",
@@ -93,7 +93,8 @@ V10 = "1.0"
 """Protocol version 1.0 (``A2A-Version: 1.0``, PascalCase methods)."""
 V03 = "0.3"
 """Protocol version 0.3 (no header or ``A2A-Version: 0.3``, slash methods)."""
-Version = Literal["1.0", "0.3"]
+Version = str
+"""A protocol version: :data:`V10` or :data:`V03`."""
 
 TASK_NOT_FOUND = -32001
 TASK_NOT_CANCELABLE = -32002
@@ -359,9 +360,7 @@ def part_to_wire(version: str, part: Mapping[str, Any]) -> dict[str, Any]:
     if "text" in part:
         out = {"kind": "text", "text": part["text"]}
     elif "raw" in part or "url" in part:
-        file: dict[str, Any] = (
-            {"bytes": part["raw"]} if "raw" in part else {"uri": part["url"]}
-        )
+        file: dict[str, Any] = {"bytes": part["raw"]} if "raw" in part else {"uri": part["url"]}
         if part.get("mediaType"):
             file["mimeType"] = part["mediaType"]
         if part.get("filename"):
@@ -375,7 +374,10 @@ def part_to_wire(version: str, part: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_ROLES = {V10: {"ROLE_USER": "user", "ROLE_AGENT": "agent"}, V03: {"user": "user", "agent": "agent"}}
+_ROLES = {
+    V10: {"ROLE_USER": "user", "ROLE_AGENT": "agent"},
+    V03: {"user": "user", "agent": "agent"},
+}
 
 
 def message_from_wire(version: str, obj: Any, where: str = "message") -> dict[str, Any]:
@@ -515,7 +517,7 @@ def parse_task_id_params(params: Any) -> tuple[str, int | None]:
 
 
 def parse_list_params(params: Any) -> tuple[str | None, int]:
-    """``ListTasks`` params: ``(contextId, pageSize)`` (page size 1–100, default 50).
+    """``ListTasks`` params: ``(contextId, pageSize)`` (page size 1 to 100, default 50).
 
     Raises:
         A2AError: ``-32602`` for wrong types.
@@ -731,9 +733,7 @@ def agent_card(
     """
     url = f"{base_url.rstrip('/')}/agents/{name}/a2a"
     desc = description or f"The {name} agent."
-    skill_list = [
-        {"id": n, "name": n, "description": d or n, "tags": ["tool"]} for n, d in skills
-    ]
+    skill_list = [{"id": n, "name": n, "description": d or n, "tags": ["tool"]} for n, d in skills]
     if not skill_list:
         skill_list = [{"id": "chat", "name": "chat", "description": desc, "tags": ["chat"]}]
     card: dict[str, Any] = {

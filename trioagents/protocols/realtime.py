@@ -17,7 +17,7 @@ items and at most one response at a time. Everything here is pure: JSON text in,
       response.created
       response.output_item.added        (message, in_progress)
       response.content_part.added       (part text "")
-      response.output_text.delta ×N     (beta: response.text.delta)
+      response.output_text.delta  x N   (beta: response.text.delta)
       response.output_text.done         (beta: response.text.done)
       response.content_part.done
       response.output_item.done         (completed)
@@ -62,7 +62,9 @@ __all__ = [
     "decode_audio_chunk",
     "decode_client_event",
     "merge_realtime_deltas",
+    "choose_flavour",
     "normalize_item",
+    "response_tools",
 ]
 
 AUDIO_BUFFER_LIMIT = 15 << 20
@@ -86,6 +88,29 @@ class Flavour(enum.Enum):
     def assistant_text_type(self) -> str:
         """Content part type of assistant text in items: ``output_text`` (GA) or ``text``."""
         return "output_text" if self is Flavour.GA else "text"
+
+
+def choose_flavour(headers: dict[str, str], query: dict[str, str], *, seed_path: bool) -> Flavour:
+    """The flavour of a new connection (§7).
+
+    Header ``OpenAI-Beta: realtime=v1`` ⇒ beta; else query ``flavor=beta|ga``; else GA, except
+    that a seed-path connection (``/agents/{name}/realtime``) without a ``model`` query
+    parameter is a seed client and gets beta (OpenAI SDKs always send ``model``).
+
+    Args:
+        headers: request headers with lower-case names.
+        query: query parameters.
+        seed_path: the connection came in on the seed route.
+    """
+    beta = headers.get("openai-beta", "")
+    if "realtime=v1" in (v.strip().lower() for v in beta.split(",")):
+        return Flavour.BETA
+    flavor = query.get("flavor", "").lower()
+    if flavor in ("beta", "ga"):
+        return Flavour(flavor)
+    if seed_path and "model" not in query:
+        return Flavour.BETA
+    return Flavour.GA
 
 
 class RealtimeError(Exception):
@@ -179,9 +204,7 @@ def _opt_obj(obj: dict[str, Any], key: str, eid: str | None) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise RealtimeError(
-            "invalid_type", f"'{key}' must be an object", param=key, event_id=eid
-        )
+        raise RealtimeError("invalid_type", f"'{key}' must be an object", param=key, event_id=eid)
     return value
 
 
@@ -191,7 +214,9 @@ def _opt_int(obj: dict[str, Any], key: str, eid: str | None, *, required: bool =
         return 0
     if value is None:
         raise RealtimeError(
-            "missing_required_parameter", f"missing required parameter '{key}'", param=key,
+            "missing_required_parameter",
+            f"missing required parameter '{key}'",
+            param=key,
             event_id=eid,
         )
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -221,9 +246,7 @@ def decode_client_event(text: str | bytes) -> ClientEvent:
     eid = raw_eid if isinstance(raw_eid, str) else None
     kind = obj.get("type")
     if not isinstance(kind, str) or not kind:
-        raise RealtimeError(
-            "invalid_event", "event has no 'type'", param="type", event_id=eid
-        )
+        raise RealtimeError("invalid_event", "event has no 'type'", param="type", event_id=eid)
     if kind not in CLIENT_EVENT_TYPES:
         raise RealtimeError(
             "unknown_event", f"unknown event type {kind!r}", param="type", event_id=eid
@@ -272,7 +295,9 @@ def decode_audio_chunk(audio: str, event_id: str | None = None) -> int:
         return len(base64.b64decode(audio, validate=True))
     except (binascii.Error, ValueError):
         raise RealtimeError(
-            "invalid_value", "'audio' must be base64-encoded PCM16", param="audio",
+            "invalid_value",
+            "'audio' must be base64-encoded PCM16",
+            param="audio",
             event_id=event_id,
         ) from None
 
@@ -414,9 +439,7 @@ class Conversation:
                 return str(e.item["id"])
         return None
 
-    def add(
-        self, item: dict[str, Any], previous_item_id: str | None = None
-    ) -> str | None:
+    def add(self, item: dict[str, Any], previous_item_id: str | None = None) -> str | None:
         """Insert ``item`` after ``previous_item_id`` (``"root"``: first; None: last).
 
         Returns:
@@ -526,7 +549,7 @@ class SessionConfig:
             changes["voice"] = _opt_str(session, "voice", "session.", event_id) or "alloy"
         if "payment_token" in session:
             changes["payment_token"] = _opt_str(session, "payment_token", "session.", event_id)
-        extra = {
+        extra: dict[str, Any] = {
             k: session[k]
             for k in ("input_audio_format", "output_audio_format", "temperature", "speed")
             if k in session
@@ -540,9 +563,7 @@ class SessionConfig:
         return [
             {
                 "type": "function",
-                "function": {
-                    k: t[k] for k in ("name", "description", "parameters") if k in t
-                },
+                "function": {k: t[k] for k in ("name", "description", "parameters") if k in t},
             }
             for t in self.tools
         ]
@@ -697,14 +718,17 @@ class RealtimeCodec:
         out: dict[str, Any] = {"id": item["id"], "object": "realtime.item", **item}
         if item.get("role") == "assistant" and self.flavour is Flavour.BETA:
             out["content"] = [
-                {**p, "type": "text"} if p.get("type") == "output_text" else
-                ({**p, "type": "audio"} if p.get("type") == "output_audio" else p)
+                {**p, "type": "text"}
+                if p.get("type") == "output_text"
+                else ({**p, "type": "audio"} if p.get("type") == "output_audio" else p)
                 for p in item["content"]
             ]
         out.setdefault("status", "completed")
         return out
 
-    def item_added(self, item: dict[str, Any], previous_item_id: str | None) -> list[dict[str, Any]]:
+    def item_added(
+        self, item: dict[str, Any], previous_item_id: str | None
+    ) -> list[dict[str, Any]]:
         """GA ``conversation.item.added`` + ``.done``; beta ``conversation.item.created``."""
         wire = self.item(item)
         if self.flavour is Flavour.GA:
@@ -712,7 +736,9 @@ class RealtimeCodec:
                 self.event("conversation.item.added", previous_item_id=previous_item_id, item=wire),
                 self.event("conversation.item.done", previous_item_id=previous_item_id, item=wire),
             ]
-        return [self.event("conversation.item.created", previous_item_id=previous_item_id, item=wire)]
+        return [
+            self.event("conversation.item.created", previous_item_id=previous_item_id, item=wire)
+        ]
 
     def item_retrieved(self, item: dict[str, Any]) -> dict[str, Any]:
         """``conversation.item.retrieved``."""
@@ -896,7 +922,9 @@ class ResponseRenderer:
         if arguments:
             out.append(
                 codec.event(
-                    "response.function_call_arguments.delta", **loc, call_id=call_id,
+                    "response.function_call_arguments.delta",
+                    **loc,
+                    call_id=call_id,
                     delta=arguments,
                 )
             )
@@ -933,7 +961,9 @@ class ResponseRenderer:
             self._text.append(d.text)  # type: ignore[union-attr]
             out.append(
                 codec.event(
-                    codec.flavour.text_prefix + ".delta", **self._loc(), content_index=0,
+                    codec.flavour.text_prefix + ".delta",
+                    **self._loc(),
+                    content_index=0,
                     delta=d.text,
                 )
             )
@@ -963,14 +993,16 @@ class ResponseRenderer:
         if t is uamp.ResponseCancelled:
             out = self._close_message("incomplete")
             self.status = "cancelled"
-            details = {"type": "cancelled", "reason": "client_cancelled"}
-            out.append(codec.event("response.done", response=self._response("cancelled", details)))
+            cancel_details: dict[str, Any] = {"type": "cancelled", "reason": "client_cancelled"}
+            out.append(
+                codec.event("response.done", response=self._response("cancelled", cancel_details))
+            )
             return out
         if t is uamp.ResponseError:
             out = self._close_message("incomplete")
             self.status = "failed"
             err = event.error
-            details = {
+            details: dict[str, Any] = {
                 "type": "failed",
                 "error": {
                     "type": _STATUS_ERROR_TYPES.get(err.code, "server_error"),

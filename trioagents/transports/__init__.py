@@ -6,12 +6,26 @@ Every transport is a :class:`~trioagents.Skill` whose endpoints are declared wit
 
 from __future__ import annotations
 
-from ._runtime import Runtime as Runtime
-from ._runtime import Stats as Stats
+from ._runtime import Runtime as Runtime, Stats as Stats
+from .a2a import A2ATransport as A2ATransport
 from .completions import CompletionsTransport as CompletionsTransport
+from .realtime import RealtimeTransport as RealtimeTransport
 from .uamp import UampTransport as UampTransport
 
-DEFAULT_TRANSPORTS = (CompletionsTransport, UampTransport)
+DEFAULT_TRANSPORTS: tuple[type, ...] = (
+    CompletionsTransport,
+    UampTransport,
+    RealtimeTransport,
+    A2ATransport,
+)
 """Transport classes every served agent gets unless it already has one of that class."""
 
-__all__ = ["DEFAULT_TRANSPORTS", "CompletionsTransport", "Runtime", "Stats", "UampTransport"]
+__all__ = [
+    "DEFAULT_TRANSPORTS",
+    "A2ATransport",
+    "CompletionsTransport",
+    "RealtimeTransport",
+    "Runtime",
+    "Stats",
+    "UampTransport",
+]

@@ -1,0 +1,680 @@
+"""OpenAI Realtime over WebSocket (PROTOCOLS.md §7), GA and beta, served to real SDK clients.
+
+Theory of operation
+-------------------
+One WebSocket is one Realtime session: a conversation of items, a session configuration, an
+input audio buffer and **at most one active response**::
+
+    connection nursery
+    ├── writer (Outbox.run): the only task that writes frames (text deltas of one item merged
+    │   while the client is behind)
+    └── connection scope
+        ├── shutdown watcher: closes with 1001 when the server drains
+        └── the active response (run_response, client_tool_mode="return") in its own scope
+            └── the model stream and agent tools (owned by the response)
+
+The reader (the handler's own task) decodes frames and never waits on the response: replies go
+through the outbox's control lane, ``response.create`` starts the response task in the
+connection nursery, ``response.cancel`` cancels the response scope (the model stream closes,
+tools are cancelled) and ``run_response`` emits ``response.cancelled``, rendered as
+``response.output_item.done{incomplete}`` + ``response.done{status:"cancelled"}``.
+
+Session tools are client functions: the response ends with ``function_call`` items and the
+client answers with ``conversation.item.create{function_call_output}`` and a new
+``response.create``. The conversation (items) is the source of truth: before each response the
+agent's messages are rebuilt from it; after each response its output items are added to it
+(agent tool exchanges are kept as hidden entries, in order). The response slot is released and
+the items are added *before* ``response.done`` is queued, so a client reacting to
+``response.done`` at once never sees ``conversation_already_has_active_response``.
+
+Closing the socket cancels the active response; the handler returns only after it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import orjson
+import trio
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from .. import uamp
+from ..agent import Agent, Context, Message, Session, Skill, run_response, websocket
+from ..protocols.realtime import (
+    AUDIO_BUFFER_LIMIT,
+    ClientEvent,
+    Conversation,
+    Flavour,
+    RealtimeCodec,
+    RealtimeError,
+    ResponseRenderer,
+    SessionConfig,
+    choose_flavour,
+    decode_audio_chunk,
+    decode_client_event,
+    merge_realtime_deltas,
+    normalize_item,
+    response_tools,
+)
+from ._outbox import Outbox
+from ._runtime import Runtime
+from .completions import openai_error
+
+__all__ = ["RealtimeConnection", "RealtimeTransport", "serve_realtime_socket"]
+
+log = logging.getLogger("trioagents.transports.realtime")
+
+_TERMINAL = (uamp.ResponseDone, uamp.ResponseError, uamp.ResponseCancelled)
+
+
+def _render(event: dict[str, Any]) -> str:
+    return orjson.dumps(event).decode()
+
+
+@attrs.frozen
+class _ResponseOptions:
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class RealtimeConnection:
+    """One Realtime WebSocket: the session, its conversation, its response and its outbox.
+
+    Args:
+        runtime: the server runtime.
+        agent: the agent answering.
+        flavour: GA or beta event naming.
+        send_text: writes one text frame.
+        metadata: transport facts for ``Session.metadata`` (headers, client).
+        max_audio_buffer: the input audio buffer bound in decoded bytes.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        agent: Agent,
+        flavour: Flavour,
+        send_text: Any,
+        *,
+        metadata: dict[str, Any] | None = None,
+        max_audio_buffer: int = AUDIO_BUFFER_LIMIT,
+    ) -> None:
+        self.runtime = runtime
+        self.agent = agent
+        self.flavour = flavour
+        sid = runtime.ids.new("sess")
+        self.codec = RealtimeCodec(flavour, runtime.ids.new, sid, agent.name)
+        self.config = SessionConfig()
+        self.conversation = Conversation()
+        self.session = Session(
+            id=sid,
+            agent=agent,
+            metadata={"transport": "realtime", "flavour": flavour.value, **(metadata or {})},
+        )
+        self.max_audio_buffer = max_audio_buffer
+        self.audio: list[str] = []
+        self.audio_bytes = 0
+        self.active: tuple[str, trio.CancelScope] | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.scope = trio.CancelScope()
+        self.outbox = Outbox(
+            send_text,
+            _render,
+            size=runtime.config.outbound_queue_size,
+            send_timeout=runtime.config.send_timeout,
+            on_stuck=self._stuck,
+            merge=merge_realtime_deltas,
+        )
+        self._nursery: trio.Nursery | None = None
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _stuck(self) -> None:
+        log.warning(
+            "Realtime client stopped reading for %.0f s; closing with 1013",
+            self.runtime.config.send_timeout,
+        )
+        self.close(1013, "send queue stuck")
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the connection with ``code`` once the handler unwinds."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self.scope.cancel()
+
+    def _reply(self, event: dict[str, Any]) -> None:
+        # The reader never waits: replies take the outbox's control lane.
+        try:
+            self.outbox.send_control_nowait(event)
+        except trio.WouldBlock:
+            self._stuck()
+
+    def _error(self, exc: RealtimeError) -> None:
+        self.runtime.stats.errors += 1
+        self._reply(self.codec.from_exception(exc))
+
+    # -- reader --------------------------------------------------------------------------------
+
+    def handle_frame(self, message: dict[str, Any]) -> None:
+        """Handle one ``websocket.receive`` ASGI message (never blocks)."""
+        limit = self.runtime.config.max_message_size
+        text = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
+            if len(data) > limit:
+                self._too_large(len(data))
+                return
+            self._error(
+                RealtimeError(
+                    "unsupported_frame", "binary frames are not supported; send JSON text frames"
+                )
+            )
+            return
+        if len(text) > limit:
+            self._too_large(len(text))
+            return
+        try:
+            event = decode_client_event(text)
+            self.dispatch(event)
+        except RealtimeError as exc:
+            self._error(exc)
+
+    def _too_large(self, size: int) -> None:
+        limit = self.runtime.config.max_message_size
+        self._error(
+            RealtimeError(
+                "message_too_large", f"frame of {size} bytes exceeds the limit of {limit} bytes"
+            )
+        )
+        self.close(1009, "message too large")
+
+    def dispatch(self, ev: ClientEvent) -> None:
+        """Handle one validated client event.
+
+        Raises:
+            RealtimeError: the event is refused (the caller answers with ``error``).
+        """
+        handler = getattr(self, "_on_" + ev.type.replace(".", "_"))
+        handler(ev)
+
+    def _on_session_update(self, ev: ClientEvent) -> None:
+        session = ev.data["session"]
+        candidate = attrs.evolve(
+            self.config, tools=list(self.config.tools), extra=dict(self.config.extra)
+        )
+        candidate.update(session, ev.event_id)
+        self._check_tool_names(candidate.tools, "session.tools", ev.event_id)
+        self.config = candidate
+        self.session.instructions = candidate.instructions
+        self.session.client_tools = candidate.openai_tools()
+        self._reply(self.codec.session_updated(candidate))
+
+    def _check_tool_names(self, tools: list[dict[str, Any]], param: str, eid: str | None) -> None:
+        agent = self.session.agent
+        for t in tools:
+            name = t.get("name") or t.get("function", {}).get("name")
+            if name in agent.tools or name in agent.handoffs:
+                raise RealtimeError(
+                    "invalid_value",
+                    f"client tool {name!r} has the same name as a tool of agent {agent.name!r}",
+                    param=param,
+                    event_id=eid,
+                )
+
+    def _on_input_audio_buffer_append(self, ev: ClientEvent) -> None:
+        audio: str = ev.data["audio"]
+        size = decode_audio_chunk(audio, ev.event_id)
+        if self.audio_bytes + size > self.max_audio_buffer:
+            raise RealtimeError(
+                "input_audio_buffer_full",
+                f"the input audio buffer holds at most {self.max_audio_buffer} bytes",
+                param="audio",
+                event_id=ev.event_id,
+            )
+        self.audio.append(audio)
+        self.audio_bytes += size
+
+    def _on_input_audio_buffer_commit(self, ev: ClientEvent) -> None:
+        if not self.audio_bytes:
+            raise RealtimeError(
+                "input_audio_buffer_commit_empty",
+                "the input audio buffer is empty; append audio before committing",
+                event_id=ev.event_id,
+            )
+        # The agent core has no transcription hook yet: a text-only agent refuses audio and
+        # the buffer is dropped (§7).
+        self._clear_audio()
+        raise RealtimeError(
+            "audio_not_supported",
+            f"agent {self.agent.name!r} accepts text only (no transcription); "
+            "send conversation.item.create with input_text",
+            event_id=ev.event_id,
+        )
+
+    def _clear_audio(self) -> None:
+        self.audio.clear()
+        self.audio_bytes = 0
+
+    def _on_input_audio_buffer_clear(self, ev: ClientEvent) -> None:
+        self._clear_audio()
+        self._reply(self.codec.audio_cleared())
+
+    def _on_conversation_item_create(self, ev: ClientEvent) -> None:
+        raw: dict[str, Any] = ev.data["item"]
+        eid = ev.event_id
+        item = normalize_item(raw, eid)
+        item_id = raw.get("id")
+        if item_id is not None and (not isinstance(item_id, str) or not item_id):
+            raise RealtimeError(
+                "invalid_type", "'item.id' must be a string", param="item.id", event_id=eid
+            )
+        if item_id is not None and self.conversation.get(item_id) is not None:
+            raise RealtimeError(
+                "item_already_exists",
+                f"the conversation already has an item {item_id!r}",
+                param="item.id",
+                event_id=eid,
+            )
+        if item["type"] == "function_call_output" and not any(
+            i["type"] == "function_call" and i["call_id"] == item["call_id"]
+            for i in self.conversation.items()
+        ):
+            raise RealtimeError(
+                "invalid_value",
+                f"no function_call item with call_id {item['call_id']!r} in the conversation",
+                param="item.call_id",
+                event_id=eid,
+            )
+        item = {"id": item_id or self.runtime.ids.new("item"), **item, "status": "completed"}
+        try:
+            prev = self.conversation.add(item, ev.data.get("previous_item_id"))
+        except KeyError:
+            raise RealtimeError(
+                "item_not_found",
+                f"previous_item_id {ev.data.get('previous_item_id')!r} names no item",
+                param="previous_item_id",
+                event_id=eid,
+            ) from None
+        for out in self.codec.item_added(item, prev):
+            self._reply(out)
+
+    def _item(self, ev: ClientEvent) -> dict[str, Any]:
+        item_id: str = ev.data["item_id"]
+        item = self.conversation.get(item_id)
+        if item is None:
+            raise RealtimeError(
+                "item_not_found",
+                f"the conversation has no item {item_id!r}",
+                param="item_id",
+                event_id=ev.event_id,
+            )
+        return item
+
+    def _on_conversation_item_retrieve(self, ev: ClientEvent) -> None:
+        self._reply(self.codec.item_retrieved(self._item(ev)))
+
+    def _on_conversation_item_delete(self, ev: ClientEvent) -> None:
+        item = self._item(ev)
+        self.conversation.delete(item["id"])
+        self._reply(self.codec.item_deleted(item["id"]))
+
+    def _on_conversation_item_truncate(self, ev: ClientEvent) -> None:
+        # Text-only: there is no audio to cut, so the item is unchanged; the request is
+        # validated and confirmed as OpenAI would.
+        item = self._item(ev)
+        index: int = ev.data["content_index"]
+        if item.get("role") != "assistant" or index >= len(item.get("content") or ()):
+            raise RealtimeError(
+                "invalid_value",
+                "only a content part of an assistant message can be truncated",
+                param="content_index",
+                event_id=ev.event_id,
+            )
+        self._reply(self.codec.item_truncated(item["id"], index, ev.data["audio_end_ms"]))
+
+    def _on_response_create(self, ev: ClientEvent) -> None:
+        eid = ev.event_id
+        if self.active is not None:
+            raise RealtimeError(
+                "conversation_already_has_active_response",
+                f"conversation already has an active response {self.active[0]}",
+                event_id=eid,
+            )
+        opts: dict[str, Any] = ev.data.get("response") or {}
+        instructions = opts.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise RealtimeError(
+                "invalid_type",
+                "'response.instructions' must be a string",
+                param="response.instructions",
+                event_id=eid,
+            )
+        tools = response_tools(opts, eid)
+        if tools is not None:
+            self._check_tool_names(tools, "response.tools", eid)
+        rid = self.runtime.ids.new("resp")
+        scope = trio.CancelScope()
+        self.active = (rid, scope)  # taken now: a second response.create in this batch fails
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            self._respond, rid, scope, _ResponseOptions(instructions=instructions, tools=tools)
+        )
+
+    def _on_response_cancel(self, ev: ClientEvent) -> None:
+        rid = ev.data.get("response_id")
+        if self.active is None or (rid and rid != self.active[0]):
+            raise RealtimeError(
+                "response_cancel_not_active",
+                f"no active response {rid!r}" if rid else "there is no active response",
+                param="response_id" if rid else None,
+                event_id=ev.event_id,
+            )
+        self.active[1].cancel()
+
+    def _on_payment_submit(self, ev: ClientEvent) -> None:
+        # Payments come later (§9.3): the token is kept for the session, nothing is verified.
+        token = (ev.data.get("payment") or {}).get("token")
+        if isinstance(token, str):
+            self.config.payment_token = token
+
+    # -- the response ------------------------------------------------------------------------
+
+    def messages(self) -> list[Message]:
+        """The agent's view of the conversation (rebuilt from the items before each response)."""
+        out: list[Message] = []
+        for item, hidden in self.conversation.entries():
+            if item is None:
+                out.extend(hidden)
+                continue
+            kind = item["type"]
+            if kind == "function_call":
+                call = uamp.ToolCallInfo(
+                    id=item["call_id"], name=item["name"], arguments=item["arguments"]
+                )
+                if out and out[-1].role == "assistant":
+                    out[-1] = attrs.evolve(out[-1], tool_calls=(*out[-1].tool_calls, call))
+                else:
+                    out.append(Message(role="assistant", content="", tool_calls=(call,)))
+            elif kind == "function_call_output":
+                out.append(
+                    Message(role="tool", content=item["output"], tool_call_id=item["call_id"])
+                )
+            else:
+                out.append(Message(role=item["role"], content=_content(item["content"])))
+        return out
+
+    async def _respond(self, rid: str, scope: trio.CancelScope, opts: _ResponseOptions) -> None:
+        runtime = self.runtime
+        state = self.session
+        state.messages[:] = self.messages()
+        start = len(state.messages)
+        renderer = self.codec.renderer(rid)
+
+        async def emit(event: Any) -> None:
+            out = renderer.feed(event)
+            if isinstance(event, _TERMINAL):
+                self._finish(ctx, renderer, start, event)
+            elif type(event) is uamp.ResponseDelta:
+                runtime.stats.deltas += 1
+            elif type(event) is uamp.ResponseCreated:
+                # run_response emits response.created before its cancellation handling starts:
+                # a cancel landing here must not swallow it, or the client would never see the
+                # response.done{cancelled} that follows (bounded: a stuck client cannot hold it).
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(runtime.config.cleanup_timeout),
+                ):
+                    for e in out:
+                        await self.outbox.send(e)
+                return
+            for e in out:
+                await self.outbox.send(e)
+
+        ctx = Context(
+            session=state,
+            response_id=rid,
+            emit=emit,
+            config=runtime.config,
+            ids=runtime.ids,
+            client_tool_mode="return",
+            instructions=opts.instructions,
+            client_tools=opts.tools,
+        )
+        runtime.stats.responses += 1
+        try:
+            with scope:
+                await run_response(ctx)
+        finally:
+            if self.active is not None and self.active[0] == rid:
+                self.active = None
+
+    def _finish(self, ctx: Context, renderer: ResponseRenderer, start: int, terminal: Any) -> None:
+        # Runs before response.done is queued: the slot is free and the items are in the
+        # conversation by the time the client sees it.
+        if self.active is not None and self.active[0] == ctx.response_id:
+            self.active = None
+        if isinstance(terminal, uamp.ResponseCancelled):
+            self.runtime.stats.responses_cancelled += 1
+        elif isinstance(terminal, uamp.ResponseError):
+            self.runtime.stats.responses_failed += 1
+        returned = {c.id for c in ctx.returned_calls}
+        hidden: list[Message] = []
+        for m in ctx.session.messages[start:]:
+            if m.role == "tool":
+                hidden.append(m)
+            elif m.role == "assistant":
+                agent_calls = tuple(c for c in m.tool_calls if c.id not in returned)
+                if agent_calls:
+                    hidden.append(Message(role="assistant", content="", tool_calls=agent_calls))
+        if hidden:
+            self.conversation.add_hidden(hidden)
+        for item in renderer.output:
+            self.conversation.add(item)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def _watch_shutdown(self) -> None:
+        await self.runtime.draining.wait()
+        self.close(1001, "server shutting down")
+
+    async def serve(self, receive: Any) -> None:
+        """Run the connection until the peer leaves or the server shuts down.
+
+        ``session.created`` is sent first, unprompted. Returns only after the active response
+        (if any) has finished; closing the socket cancels it.
+        """
+        stats = self.runtime.stats
+        agent = self.agent
+        stats.connections += 1
+        stats.connections_open += 1
+        stats.sessions += 1
+        stats.sessions_open += 1
+        self._reply(self.codec.session_created(self.config))
+        try:
+            async with trio.open_nursery() as connection:
+                # The writer lives outside the connection scope so that, on a deliberate
+                # close, it can still drain the last events after the response unwound.
+                connection.start_soon(self.outbox.run)
+                with self.scope:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._watch_shutdown)
+                        if agent.has_hooks("on_connection"):
+                            await agent.run_hooks("on_connection", self.session)
+                        while True:
+                            message = await receive()
+                            if message["type"] != "websocket.receive":
+                                self.outbox.close()
+                                break
+                            self.handle_frame(message)
+                        nursery.cancel_scope.cancel()
+                if self.outbox.closed:
+                    connection.cancel_scope.cancel()
+                else:
+                    self.outbox.finish()
+                    connection.cancel_scope.deadline = (
+                        trio.current_time() + self.runtime.config.cleanup_timeout
+                    )
+        finally:
+            stats.connections_open -= 1
+            stats.sessions_open -= 1
+            if agent.has_hooks("on_disconnect"):
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(self.runtime.config.cleanup_timeout),
+                ):
+                    await agent.run_hooks("on_disconnect", self.session)
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[uamp.ContentItem]:
+    items: list[uamp.ContentItem] = []
+    media = False
+    for p in parts:
+        kind = p.get("type")
+        if kind in ("input_text", "output_text"):
+            items.append(uamp.TextContent(p["text"]))
+        elif kind in ("input_audio", "output_audio"):
+            if p.get("transcript"):
+                items.append(uamp.TextContent(p["transcript"]))
+        elif kind == "input_image":
+            media = True
+            items.append(uamp.ImageContent(image={"url": p["image_url"]}, detail=p.get("detail")))
+    if media:
+        return items
+    return "".join(i.text for i in items if isinstance(i, uamp.TextContent))
+
+
+async def _close(ws: WebSocket, code: int, reason: str, bound: float) -> None:
+    with trio.move_on_after(bound) as cs:
+        cs.shield = True
+        try:
+            await ws._send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:  # the peer may be gone already
+            log.debug("close frame not sent", exc_info=True)
+
+
+async def serve_realtime_socket(
+    ws: WebSocket,
+    agent: Agent,
+    *,
+    seed_path: bool,
+    max_audio_buffer: int = AUDIO_BUFFER_LIMIT,
+) -> None:
+    """Serve one Realtime WebSocket for ``agent``.
+
+    Args:
+        ws: the Starlette WebSocket (not yet accepted).
+        agent: the agent answering.
+        seed_path: the connection came in on the seed route (``/agents/{name}/realtime``).
+        max_audio_buffer: the input audio buffer bound in decoded bytes.
+
+    A ``call_id`` or ``intent=transcription`` query (SIP calls, transcription sessions) is
+    accepted, answered with ``error`` and closed with 1008. Cancellation cancels the active
+    response and closes the socket.
+    """
+    runtime = Runtime.of(ws)
+    query = dict(ws.query_params)
+    headers = {k.lower(): v for k, v in ws.headers.items()}
+    flavour = choose_flavour(headers, query, seed_path=seed_path)
+    await ws.accept()
+    send = ws._send
+
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    conn = RealtimeConnection(
+        runtime,
+        agent,
+        flavour,
+        send_text,
+        metadata={"headers": headers, "client": ws.client},
+        max_audio_buffer=max_audio_buffer,
+    )
+    unsupported: str | None = None
+    if "call_id" in query:
+        unsupported = "call_id"
+    elif query.get("intent") == "transcription":
+        unsupported = "intent"
+    if unsupported is not None:
+        what = "joining calls (call_id)" if unsupported == "call_id" else "transcription sessions"
+        err = conn.codec.error(
+            "unsupported_session",
+            f"{what} are not supported by this server; connect with ?model=<agent>",
+            param=unsupported,
+        )
+        with trio.move_on_after(runtime.config.cleanup_timeout) as cs:
+            cs.shield = True
+            try:
+                await send_text(_render(err))
+            except Exception:
+                log.debug("error event not sent", exc_info=True)
+        await _close(ws, 1008, "unsupported session type", runtime.config.cleanup_timeout)
+        return
+    await conn.serve(ws._receive)
+    if conn.close_code is not None:
+        await _close(ws, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout)
+
+
+class RealtimeTransport(Skill):
+    """Serves the agent over OpenAI Realtime (GA and beta) on WebSocket.
+
+    Routes: ``/agents/{name}/realtime`` (seed; beta names unless the client sends ``model``),
+    ``/agents/{name}/v1/realtime`` and, server level, ``/v1/realtime?model={name}``.
+
+    Args:
+        max_audio_buffer: the input audio buffer bound per connection, in decoded bytes.
+    """
+
+    def __init__(self, *, max_audio_buffer: int = AUDIO_BUFFER_LIMIT) -> None:
+        self.max_audio_buffer = max_audio_buffer
+
+    @websocket("/realtime")
+    async def realtime_seed(self, ws: WebSocket) -> None:
+        """The seed route ``/agents/{name}/realtime``."""
+        await serve_realtime_socket(
+            ws, self.agent, seed_path=True, max_audio_buffer=self.max_audio_buffer
+        )
+
+    @websocket("/v1/realtime")
+    async def realtime_v1(self, ws: WebSocket) -> None:
+        """``/agents/{name}/v1/realtime`` (the openai SDK with ``base_url=…/agents/{name}/v1``)."""
+        await serve_realtime_socket(
+            ws, self.agent, seed_path=False, max_audio_buffer=self.max_audio_buffer
+        )
+
+    @staticmethod
+    def server_routes(runtime: Runtime) -> list[BaseRoute]:
+        """``WS /v1/realtime?model={name}``: unknown model → the handshake is refused (404)."""
+
+        async def endpoint(ws: WebSocket) -> None:
+            model = ws.query_params.get("model")
+            agent = runtime.resolve(model)
+            transport = None
+            if agent is not None:
+                transport = next(
+                    (s for s in agent.skills if isinstance(s, RealtimeTransport)), None
+                )
+            if agent is None or transport is None:
+                if model is None:
+                    denial = openai_error(
+                        "'model' is required: it names the agent",
+                        status=400,
+                        param="model",
+                        code="missing_required_parameter",
+                    )
+                else:
+                    denial = openai_error(
+                        f"The model {model!r} does not exist",
+                        status=404,
+                        param="model",
+                        code="model_not_found",
+                    )
+                await ws.send_denial_response(denial)
+                return
+            await transport.realtime_v1(ws)
+
+        return [WebSocketRoute("/v1/realtime", endpoint)]

@@ -30,7 +30,7 @@ async def countdown(n: int, ctx: Context) -> str:
         n: where to start (at most 10).
     """
     for i in range(min(n, 10), 0, -1):
-        await ctx.progress("countdown", str(i))
+        await ctx.progress(str(i))
         await trio.sleep(0.1)
     return "liftoff"
 

@@ -1,4 +1,5 @@
-"""The ``trioagents`` command: ``trioagents serve [TARGET] [--host --port --agent …]``."""
+"""The ``trioagents`` command: ``trioagents serve [TARGET] [--host --port --agent …]`` and
+``trioagents acp [TARGET] [--agent NAME]`` (ACP over stdio, for editors)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,12 @@ async def _serve(server: AgentServer) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trioagents`` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["acp"]:
+        # ACP over stdio owns stdout for the protocol and has its own options.
+        from .transports.acp import main_acp
+
+        return main_acp(args_list[1:])
     parser = argparse.ArgumentParser(prog="trioagents", description="Serve trio agents.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="serve agents over HTTP and WebSocket")
@@ -130,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "':memory:' keeps them in memory)",
     )
     p.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    sub.add_parser(
+        "acp",
+        help="serve one agent over ACP on stdio (for editors): trioagents acp [TARGET] [--agent]",
+        add_help=False,
+    )
+    args = parser.parse_args(args_list)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

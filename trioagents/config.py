@@ -116,7 +116,12 @@ class Config:
         return cls(**values)
 
 
-_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_KINDS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+}
 
 
 def _check(name: str, value: Any, annotation: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -46,6 +47,11 @@ AGENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Valid agent names (PROTOCOLS.md §0.1): dots are ordinary characters."""
 
 Emit = Callable[[Any], Awaitable[None]]
+
+_current_call: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trioagents_tool_call", default=None
+)
+"""The tool call running in this task; each agent tool runs in its own task."""
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -511,8 +517,24 @@ class Context:
         """The full answer text streamed so far."""
         return "".join(self.text)
 
-    async def progress(self, call_id: str, text: str) -> None:
-        """Report progress of tool ``call_id`` to the caller (a ``tool_progress`` delta)."""
+    @property
+    def call_id(self) -> str | None:
+        """The id of the tool call running in the current task (None outside a tool)."""
+        return _current_call.get()
+
+    async def progress(self, text: str, *, call_id: str | None = None) -> None:
+        """Report progress of the running tool to the caller (a ``tool_progress`` delta).
+
+        Args:
+            text: what to show.
+            call_id: the tool call it belongs to (default: the call running in this task).
+
+        Raises:
+            RuntimeError: called outside a tool without ``call_id``.
+        """
+        call_id = call_id or _current_call.get()
+        if call_id is None:
+            raise RuntimeError("Context.progress() outside a tool call needs call_id=")
         await self.emit(
             uamp.ResponseDelta(
                 response_id=self.response_id,

@@ -28,7 +28,7 @@ import trio
 
 from .. import uamp
 from .._errors import AgentError, MaxStepsExceeded, ToolTimeout, TrioAgentsError
-from ._agent import Agent, Context, ToolArgumentError, _maybe_await
+from ._agent import Agent, Context, ToolArgumentError, _current_call, _maybe_await
 from ._messages import Message
 from ._model import ModelRequest, TextChunk, ThinkingChunk, ToolCallRequest, Usage
 
@@ -317,6 +317,7 @@ async def _run_agent_tools(
     results: dict[str, uamp.ToolResultInfo] = {}
 
     async def run_one(call: uamp.ToolCallInfo, scope: trio.CancelScope) -> None:
+        _current_call.set(call.id)  # this task's context only: ctx.call_id / ctx.progress()
         agent = ctx.agent
         is_error = False
         result = ""

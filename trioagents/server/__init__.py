@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from ._app import AgentServer as AgentServer
-from ._app import error_response as error_response
-from ._serve import hypercorn_config as hypercorn_config
-from ._serve import serve as serve
+from ._app import AgentServer as AgentServer, error_response as error_response
+from ._serve import hypercorn_config as hypercorn_config, serve as serve
 
 __all__ = ["AgentServer", "error_response", "hypercorn_config", "serve"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._runtime import Runtime as Runtime, Stats as Stats
 from .a2a import A2ATransport as A2ATransport
+from .acp import ACPTransport as ACPTransport
 from .completions import CompletionsTransport as CompletionsTransport
 from .realtime import RealtimeTransport as RealtimeTransport
 from .uamp import UampTransport as UampTransport
@@ -17,12 +18,14 @@ DEFAULT_TRANSPORTS: tuple[type, ...] = (
     UampTransport,
     RealtimeTransport,
     A2ATransport,
+    ACPTransport,
 )
 """Transport classes every served agent gets unless it already has one of that class."""
 
 __all__ = [
     "DEFAULT_TRANSPORTS",
     "A2ATransport",
+    "ACPTransport",
     "CompletionsTransport",
     "RealtimeTransport",
     "Runtime",

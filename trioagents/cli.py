@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -62,7 +63,14 @@ def load_target(target: str) -> list[Agent] | AgentServer:
         )
         if value is None:
             value = [v for v in vars(module).values() if isinstance(v, Agent)]
-    if callable(value) and not isinstance(value, (Agent, AgentServer)):
+    if callable(value) and not isinstance(value, (Agent, AgentServer, type)):
+        try:
+            inspect.signature(value).bind()
+        except TypeError:
+            raise SystemExit(
+                f"trioagents: {target!r} is a function that needs arguments; "
+                "expected an Agent, a list of them, or a factory taking none"
+            ) from None
         value = value()
     if isinstance(value, Agent):
         return [value]
@@ -147,14 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "serve":
-        config = Config.load(
-            file=args.config, host=args.host, port=args.port, default_agent=args.agent
-        )
-        loaded = load_target(args.target)
-        if isinstance(loaded, AgentServer):
-            server = loaded
-        else:
-            server = AgentServer(loaded, config=config, transports=_transports(args.a2a_db))
+        try:
+            config = Config.load(
+                file=args.config, host=args.host, port=args.port, default_agent=args.agent
+            )
+            loaded = load_target(args.target)
+            if isinstance(loaded, AgentServer):
+                server = loaded
+            else:
+                server = AgentServer(loaded, config=config, transports=_transports(args.a2a_db))
+        except (ValueError, OSError) as exc:
+            # Bad options are the user's to fix: one line, no traceback.
+            print(f"trioagents: {exc}", file=sys.stderr)
+            return 2
         trio.run(_serve, server)
     return 0
 

@@ -159,10 +159,23 @@ class CompletionsResponse(Response):
             async with send_ch:
                 await run_response(ctx)
 
+        finished = False
+
+        async def send_tracked(message: dict[str, Any]) -> None:
+            # Hypercorn answers our last body with an http.disconnect while it recycles the
+            # keep-alive connection; that one is not the client leaving, and cancelling then
+            # would interrupt the recycling itself.
+            nonlocal finished
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
+            await send(message)
+
         async def watch_disconnect() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    if finished:
+                        return
                     log.debug("client went away; cancelling response %s", ctx.response_id)
                     runtime.stats.responses_cancelled += 1
                     nursery.cancel_scope.cancel()
@@ -173,9 +186,9 @@ class CompletionsResponse(Response):
             nursery.start_soon(respond)
             async with recv_ch:
                 if self.req.stream:
-                    await self._stream(ctx, renderer, recv_ch, send)
+                    await self._stream(ctx, renderer, recv_ch, send_tracked)
                 else:
-                    await self._json(ctx, renderer, recv_ch, send)
+                    await self._json(ctx, renderer, recv_ch, send_tracked)
             nursery.cancel_scope.cancel()
 
     async def _json(self, ctx: Context, r: Renderer, events: Any, send: Any) -> None:

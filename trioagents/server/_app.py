@@ -152,11 +152,14 @@ class AgentServer:
             WebSocketRoute("/uamp", self._uamp),
         ]
         # Server-level routes a transport contributes (e.g. /v1/realtime?model=NAME, the root
-        # agent card): ``server_routes(runtime)`` on the transport class, if it has one.
+        # agent card, /agents/{agent}/{instance}): ``server_routes(runtime)`` on the transport
+        # class. They go last, so a pattern like /agents/{agent}/{instance} never shadows an
+        # agent's own endpoints, and their paths are not reused for single-agent root routes.
+        extra: list[BaseRoute] = []
         for transport in self._transports:
-            extra = getattr(transport, "server_routes", None)
-            if extra is not None:
-                routes.extend(extra(self.runtime))
+            contribute = getattr(transport, "server_routes", None)
+            if contribute is not None:
+                extra.extend(contribute(self.runtime))
         http: dict[str, dict[tuple[str, str], Any]] = {}
         ws: dict[str, dict[str, Any]] = {}
         for agent in self.agents.values():
@@ -177,7 +180,7 @@ class AgentServer:
             routes.append(WebSocketRoute("/agents/{agent}" + path, self._dispatch_ws(path, None)))
         default = self.runtime.default_agent
         if default is not None:
-            taken = {getattr(r, "path", None) for r in routes}
+            taken = {getattr(r, "path", None) for r in (*routes, *extra)}
             for path, table in http.items():
                 methods = sorted({m for (name, m) in table if name == default.name})
                 if methods and path not in taken:
@@ -187,6 +190,7 @@ class AgentServer:
             for path, wtable in ws.items():
                 if default.name in wtable and path not in taken:
                     routes.append(WebSocketRoute(path, self._dispatch_ws(path, default.name)))
+        routes.extend(extra)
         return routes
 
     def _agent_of(self, params: dict[str, Any], fixed: str | None) -> Agent | None:

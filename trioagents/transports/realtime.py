@@ -59,8 +59,8 @@ from ..protocols.realtime import (
     normalize_item,
     response_tools,
 )
-from ._outbox import Outbox
 from ._runtime import Runtime
+from ._wsconn import WebSocketConnection, send_close
 from .completions import openai_error
 
 __all__ = ["RealtimeConnection", "RealtimeTransport", "serve_realtime_socket"]
@@ -80,7 +80,7 @@ class _ResponseOptions:
     tools: list[dict[str, Any]] | None = None
 
 
-class RealtimeConnection:
+class RealtimeConnection(WebSocketConnection):
     """One Realtime WebSocket: the session, its conversation, its response and its outbox.
 
     Args:
@@ -102,7 +102,7 @@ class RealtimeConnection:
         metadata: dict[str, Any] | None = None,
         max_audio_buffer: int = AUDIO_BUFFER_LIMIT,
     ) -> None:
-        self.runtime = runtime
+        super().__init__(runtime, send_text, _render, merge=merge_realtime_deltas)
         self.agent = agent
         self.flavour = flavour
         sid = runtime.ids.new("sess")
@@ -118,44 +118,12 @@ class RealtimeConnection:
         self.audio: list[str] = []
         self.audio_bytes = 0
         self.active: tuple[str, trio.CancelScope] | None = None
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.scope = trio.CancelScope()
-        self.outbox = Outbox(
-            send_text,
-            _render,
-            size=runtime.config.outbound_queue_size,
-            send_timeout=runtime.config.send_timeout,
-            on_stuck=self._stuck,
-            merge=merge_realtime_deltas,
-        )
-        self._nursery: trio.Nursery | None = None
 
     # -- replies -------------------------------------------------------------------------------
 
-    def _stuck(self) -> None:
-        log.warning(
-            "Realtime client stopped reading for %.0f s; closing with 1013",
-            self.runtime.config.send_timeout,
-        )
-        self.close(1013, "send queue stuck")
-
-    def close(self, code: int, reason: str = "") -> None:
-        """Close the connection with ``code`` once the handler unwinds."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        self.scope.cancel()
-
-    def _reply(self, event: dict[str, Any]) -> None:
-        # The reader never waits: replies take the outbox's control lane.
-        try:
-            self.outbox.send_control_nowait(event)
-        except trio.WouldBlock:
-            self._stuck()
-
     def _error(self, exc: RealtimeError) -> None:
         self.runtime.stats.errors += 1
-        self._reply(self.codec.from_exception(exc))
+        self.reply(self.codec.from_exception(exc))
 
     # -- reader --------------------------------------------------------------------------------
 
@@ -211,7 +179,7 @@ class RealtimeConnection:
         self.config = candidate
         self.session.instructions = candidate.instructions
         self.session.client_tools = candidate.openai_tools()
-        self._reply(self.codec.session_updated(candidate))
+        self.reply(self.codec.session_updated(candidate))
 
     def _check_tool_names(self, tools: list[dict[str, Any]], param: str, eid: str | None) -> None:
         agent = self.session.agent
@@ -261,7 +229,7 @@ class RealtimeConnection:
 
     def _on_input_audio_buffer_clear(self, ev: ClientEvent) -> None:
         self._clear_audio()
-        self._reply(self.codec.audio_cleared())
+        self.reply(self.codec.audio_cleared())
 
     def _on_conversation_item_create(self, ev: ClientEvent) -> None:
         raw: dict[str, Any] = ev.data["item"]
@@ -300,7 +268,7 @@ class RealtimeConnection:
                 event_id=eid,
             ) from None
         for out in self.codec.item_added(item, prev):
-            self._reply(out)
+            self.reply(out)
 
     def _item(self, ev: ClientEvent) -> dict[str, Any]:
         item_id: str = ev.data["item_id"]
@@ -315,12 +283,12 @@ class RealtimeConnection:
         return item
 
     def _on_conversation_item_retrieve(self, ev: ClientEvent) -> None:
-        self._reply(self.codec.item_retrieved(self._item(ev)))
+        self.reply(self.codec.item_retrieved(self._item(ev)))
 
     def _on_conversation_item_delete(self, ev: ClientEvent) -> None:
         item = self._item(ev)
         self.conversation.delete(item["id"])
-        self._reply(self.codec.item_deleted(item["id"]))
+        self.reply(self.codec.item_deleted(item["id"]))
 
     def _on_conversation_item_truncate(self, ev: ClientEvent) -> None:
         # Text-only: there is no audio to cut, so the item is unchanged; the request is
@@ -334,7 +302,7 @@ class RealtimeConnection:
                 param="content_index",
                 event_id=ev.event_id,
             )
-        self._reply(self.codec.item_truncated(item["id"], index, ev.data["audio_end_ms"]))
+        self.reply(self.codec.item_truncated(item["id"], index, ev.data["audio_end_ms"]))
 
     def _on_response_create(self, ev: ClientEvent) -> None:
         eid = ev.event_id
@@ -420,17 +388,6 @@ class RealtimeConnection:
                 self._finish(ctx, renderer, start, event)
             elif type(event) is uamp.ResponseDelta:
                 runtime.stats.deltas += 1
-            elif type(event) is uamp.ResponseCreated:
-                # run_response emits response.created before its cancellation handling starts:
-                # a cancel landing here must not swallow it, or the client would never see the
-                # response.done{cancelled} that follows (bounded: a stuck client cannot hold it).
-                with (
-                    trio.CancelScope(shield=True),
-                    trio.move_on_after(runtime.config.cleanup_timeout),
-                ):
-                    for e in out:
-                        await self.outbox.send(e)
-                return
             for e in out:
                 await self.outbox.send(e)
 
@@ -477,9 +434,10 @@ class RealtimeConnection:
 
     # -- lifetime ----------------------------------------------------------------------------
 
-    async def _watch_shutdown(self) -> None:
-        await self.runtime.draining.wait()
-        self.close(1001, "server shutting down")
+    async def on_open(self) -> None:
+        """Run the agent's ``on_connection`` hooks before the first frame is read."""
+        if self.agent.has_hooks("on_connection"):
+            await self.agent.run_hooks("on_connection", self.session)
 
     async def serve(self, receive: Any) -> None:
         """Run the connection until the peer leaves or the server shuts down.
@@ -488,46 +446,19 @@ class RealtimeConnection:
         (if any) has finished; closing the socket cancels it.
         """
         stats = self.runtime.stats
-        agent = self.agent
-        stats.connections += 1
-        stats.connections_open += 1
         stats.sessions += 1
         stats.sessions_open += 1
-        self._reply(self.codec.session_created(self.config))
+        self.reply(self.codec.session_created(self.config))
         try:
-            async with trio.open_nursery() as connection:
-                # The writer lives outside the connection scope so that, on a deliberate
-                # close, it can still drain the last events after the response unwound.
-                connection.start_soon(self.outbox.run)
-                with self.scope:
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        nursery.start_soon(self._watch_shutdown)
-                        if agent.has_hooks("on_connection"):
-                            await agent.run_hooks("on_connection", self.session)
-                        while True:
-                            message = await receive()
-                            if message["type"] != "websocket.receive":
-                                self.outbox.close()
-                                break
-                            self.handle_frame(message)
-                        nursery.cancel_scope.cancel()
-                if self.outbox.closed:
-                    connection.cancel_scope.cancel()
-                else:
-                    self.outbox.finish()
-                    connection.cancel_scope.deadline = (
-                        trio.current_time() + self.runtime.config.cleanup_timeout
-                    )
+            await super().serve(receive)
         finally:
-            stats.connections_open -= 1
             stats.sessions_open -= 1
-            if agent.has_hooks("on_disconnect"):
+            if self.agent.has_hooks("on_disconnect"):
                 with (
                     trio.CancelScope(shield=True),
                     trio.move_on_after(self.runtime.config.cleanup_timeout),
                 ):
-                    await agent.run_hooks("on_disconnect", self.session)
+                    await self.agent.run_hooks("on_disconnect", self.session)
 
 
 def _content(parts: list[dict[str, Any]]) -> str | list[uamp.ContentItem]:
@@ -546,15 +477,6 @@ def _content(parts: list[dict[str, Any]]) -> str | list[uamp.ContentItem]:
     if media:
         return items
     return "".join(i.text for i in items if isinstance(i, uamp.TextContent))
-
-
-async def _close(ws: WebSocket, code: int, reason: str, bound: float) -> None:
-    with trio.move_on_after(bound) as cs:
-        cs.shield = True
-        try:
-            await ws._send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:  # the peer may be gone already
-            log.debug("close frame not sent", exc_info=True)
 
 
 async def serve_realtime_socket(
@@ -612,11 +534,11 @@ async def serve_realtime_socket(
                 await send_text(_render(err))
             except Exception:
                 log.debug("error event not sent", exc_info=True)
-        await _close(ws, 1008, "unsupported session type", runtime.config.cleanup_timeout)
+        await send_close(send, 1008, "unsupported session type", runtime.config.cleanup_timeout)
         return
     await conn.serve(ws._receive)
     if conn.close_code is not None:
-        await _close(ws, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout)
+        await send_close(send, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout)
 
 
 class RealtimeTransport(Skill):

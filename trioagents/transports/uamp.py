@@ -25,7 +25,6 @@ the handler returns only after all of them have finished.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import attrs
@@ -44,12 +43,10 @@ from ..agent import (
     run_response,
     websocket,
 )
-from ._outbox import Outbox
 from ._runtime import Runtime
+from ._wsconn import WebSocketConnection, send_close
 
 __all__ = ["UampTransport", "serve_uamp_socket"]
-
-log = logging.getLogger("trioagents.transports.uamp")
 
 _SESSIONLESS = frozenset({"ping", "pong", "capabilities.query", "client.capabilities"})
 
@@ -252,8 +249,10 @@ class UampSession:
                     runtime.stats.responses_failed += 1
 
 
-class UampConnection:
-    """One UAMP WebSocket: the reader, the sessions, and the outbox."""
+class UampConnection(WebSocketConnection):
+    """One UAMP WebSocket: the reader and the sessions (lifecycle in :class:`WebSocketConnection`)."""
+
+    name = "UAMP"
 
     def __init__(
         self,
@@ -264,36 +263,12 @@ class UampConnection:
         pinned: bool,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self.runtime = runtime
+        super().__init__(runtime, send_text, runtime.encoder.encode_text)
         self.agent = agent
         self.pinned = pinned
         self.metadata = metadata or {}
         self.sessions: dict[str, UampSession] = {}
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.scope = trio.CancelScope()
-        self.outbox = Outbox(
-            send_text,
-            runtime.encoder.encode_text,
-            size=runtime.config.outbound_queue_size,
-            send_timeout=runtime.config.send_timeout,
-            on_stuck=self._stuck,
-        )
-        self._nursery: trio.Nursery | None = None
         self._defaults: dict[str, Any] = {}
-
-    def _stuck(self) -> None:
-        log.warning(
-            "UAMP client stopped reading for %.0f s; closing with 1013",
-            self.runtime.config.send_timeout,
-        )
-        self.close(1013, "send queue stuck")
-
-    def close(self, code: int, reason: str = "") -> None:
-        """Close the connection with ``code`` once the handler unwinds."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        self.scope.cancel()
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -301,19 +276,11 @@ class UampConnection:
         self, code: str, message: str, *, reply_to: str | None = None, sid: str | None = None
     ) -> None:
         self.runtime.stats.errors += 1
-        self._reply(
+        self.reply(
             uamp.Error(
                 error=uamp.ErrorInfo(code=code, message=message), reply_to=reply_to, session_id=sid
             )
         )
-
-    def _reply(self, event: Any) -> None:
-        # The reader never waits: replies take the outbox's small control lane, ahead of
-        # queued deltas; a client that floods it without reading is stuck.
-        try:
-            self.outbox.send_control_nowait(event)
-        except trio.WouldBlock:
-            self._stuck()
 
     # -- reader -------------------------------------------------------------------------------
 
@@ -372,7 +339,7 @@ class UampConnection:
         """Route one decoded client event (never blocks)."""
         kind = event.type
         if kind == "ping":
-            self._reply(uamp.Pong(reply_to=event.event_id, session_id=event.session_id))
+            self.reply(uamp.Pong(reply_to=event.event_id, session_id=event.session_id))
             return
         if kind in ("pong", "client.capabilities"):
             return
@@ -389,7 +356,7 @@ class UampConnection:
                 }
             else:
                 caps = agent.capabilities()
-            self._reply(
+            self.reply(
                 uamp.Capabilities(
                     capabilities=caps, reply_to=event.event_id, session_id=event.session_id
                 )
@@ -420,7 +387,7 @@ class UampConnection:
         reply_to = ev.event_id
 
         def refuse(code: str, message: str, details: dict[str, Any] | None = None) -> None:
-            self._reply(
+            self.reply(
                 uamp.SessionError(
                     error=uamp.ErrorInfo(code=code, message=message, details=details),
                     reply_to=reply_to,
@@ -457,7 +424,7 @@ class UampConnection:
         self.sessions[sid] = session
         assert self._nursery is not None
         self._nursery.start_soon(session.run)
-        self._reply(
+        self.reply(
             uamp.SessionCreated(
                 session_id=sid,
                 agent=agent.name,
@@ -471,7 +438,7 @@ class UampConnection:
                 reply_to=reply_to,
             )
         )
-        self._reply(uamp.Capabilities(capabilities=agent.capabilities(), session_id=sid))
+        self.reply(uamp.Capabilities(capabilities=agent.capabilities(), session_id=sid))
 
     # -- session-scoped events ---------------------------------------------------------------
 
@@ -490,7 +457,7 @@ class UampConnection:
             s.token = ev.token
         if ev.payment_token or cfg.get("payment_token"):
             s.payment_token = ev.payment_token or cfg.get("payment_token")
-        self._reply(
+        self.reply(
             uamp.SessionUpdated(
                 session_id=s.id,
                 session=uamp.SessionInfo(id=s.id, status="active", config=_public_config(s.config)),
@@ -551,8 +518,8 @@ class UampConnection:
         s.audio.clear()
         # No transcription hook in the core: answer with the documented error (§1.2).
         rid = self.runtime.ids.new("resp")
-        self._reply(uamp.ResponseCreated(response_id=rid, session_id=s.id, reply_to=ev.event_id))
-        self._reply(
+        self.reply(uamp.ResponseCreated(response_id=rid, session_id=s.id, reply_to=ev.event_id))
+        self.reply(
             uamp.ResponseError(
                 response_id=rid,
                 session_id=s.id,
@@ -630,45 +597,11 @@ class UampConnection:
 
     # -- lifetime -------------------------------------------------------------------------------
 
-    async def _watch_shutdown(self) -> None:
-        await self.runtime.draining.wait()
+    async def on_shutdown(self) -> None:
+        """The server is draining: end every session (reason ``shutdown``), then close 1001."""
         for s in list(self.sessions.values()):
             s.end("shutdown")
-        self.close(1001, "server shutting down")
-
-    async def serve(self, receive: Any) -> None:
-        """Run the connection until the peer leaves or the server shuts down.
-
-        Returns only after every session and response of this connection has finished.
-        """
-        stats = self.runtime.stats
-        stats.connections += 1
-        stats.connections_open += 1
-        try:
-            async with trio.open_nursery() as connection:
-                # The writer lives outside the sessions' scope so that, on a deliberate close,
-                # it can still drain the last events after every session has unwound.
-                connection.start_soon(self.outbox.run)
-                with self.scope:
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        nursery.start_soon(self._watch_shutdown)
-                        while True:
-                            message = await receive()
-                            if message["type"] != "websocket.receive":
-                                self.outbox.close()
-                                break
-                            self.handle_frame(message)
-                        nursery.cancel_scope.cancel()
-                if self.outbox.closed:
-                    connection.cancel_scope.cancel()
-                else:
-                    self.outbox.finish()
-                    connection.cancel_scope.deadline = (
-                        trio.current_time() + self.runtime.config.cleanup_timeout
-                    )
-        finally:
-            stats.connections_open -= 1
+        await super().on_shutdown()
 
 
 def _public_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -701,18 +634,7 @@ async def serve_uamp_socket(ws: WebSocket, agent: Agent | None, *, pinned: bool)
     )
     await conn.serve(ws._receive)
     if conn.close_code is not None:
-        with trio.move_on_after(runtime.config.cleanup_timeout) as cs:
-            cs.shield = True
-            try:
-                await send(
-                    {
-                        "type": "websocket.close",
-                        "code": conn.close_code,
-                        "reason": conn.close_reason,
-                    }
-                )
-            except Exception:  # the peer may be gone already
-                log.debug("close frame not sent", exc_info=True)
+        await send_close(send, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout)
 
 
 class UampTransport(Skill):

@@ -1,0 +1,152 @@
+"""The lifecycle every server-side WebSocket transport shares (UAMP, Realtime).
+
+Theory of operation
+-------------------
+::
+
+    connection nursery
+    ├── writer (Outbox.run): the only task that writes frames
+    └── self.scope: everything that must stop when the connection closes
+        └── work nursery: shutdown watcher, sessions, responses, …
+            (the handler's own task reads frames and calls handle_frame, which never waits)
+
+When the peer leaves, the outbox drops further sends and the connection nursery is cancelled.
+On a deliberate close (:meth:`close`: shutdown 1001, oversized frame 1009, stuck client
+1013), ``self.scope`` is cancelled first so every session unwinds and queues its last events
+(``response.cancelled``, ``session.end``), then the writer drains them within
+``cleanup_timeout`` before the handler sends the close frame. Either way :meth:`serve` returns
+only after every task of the connection has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ._outbox import Outbox, merge_text_deltas
+from ._runtime import Runtime
+
+__all__ = ["WebSocketConnection", "send_close"]
+
+log = logging.getLogger("trioagents.transports")
+
+
+class WebSocketConnection:
+    """Base class of one accepted WebSocket: outbox, reader loop and deliberate closes.
+
+    Subclasses implement :meth:`handle_frame` and may override :meth:`on_open` and
+    :meth:`on_shutdown`.
+
+    Args:
+        runtime: the server's runtime (config, stats, draining).
+        send_text: writes one text frame to the peer.
+        render: turns one queued event into the frame's text.
+        merge: combines a batch of queued events before writing.
+    """
+
+    name = "WebSocket"
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        send_text: Callable[[str], Awaitable[None]],
+        render: Callable[[Any], str],
+        *,
+        merge: Callable[[list[Any]], list[Any]] = merge_text_deltas,
+    ) -> None:
+        self.runtime = runtime
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.scope = trio.CancelScope()
+        self.outbox = Outbox(
+            send_text,
+            render,
+            size=runtime.config.outbound_queue_size,
+            send_timeout=runtime.config.send_timeout,
+            on_stuck=self._stuck,
+            merge=merge,
+        )
+        self._nursery: trio.Nursery | None = None
+
+    def _stuck(self) -> None:
+        log.warning(
+            "%s client stopped reading for %.0f s; closing with 1013",
+            self.name,
+            self.runtime.config.send_timeout,
+        )
+        self.close(1013, "send queue stuck")
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the connection with ``code`` once its tasks have unwound."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self.scope.cancel()
+
+    def reply(self, event: Any) -> None:
+        """Queue a reply from the reader (control lane: never waits, goes ahead of data)."""
+        try:
+            self.outbox.send_control_nowait(event)
+        except trio.WouldBlock:  # a client that floods us while not reading is stuck
+            self._stuck()
+
+    def handle_frame(self, message: dict[str, Any]) -> None:
+        """Handle one ``websocket.receive`` ASGI message. Must not block."""
+        raise NotImplementedError
+
+    async def on_open(self) -> None:
+        """Called in the work nursery before the first frame is read."""
+
+    async def on_shutdown(self) -> None:
+        """The server is draining: the default closes with 1001."""
+        self.close(1001, "server shutting down")
+
+    async def _watch_shutdown(self) -> None:
+        await self.runtime.draining.wait()
+        await self.on_shutdown()
+
+    async def serve(self, receive: Callable[[], Awaitable[Any]]) -> None:
+        """Run the connection until the peer leaves or the connection is closed on purpose.
+
+        Returns only after every task of this connection has finished.
+        """
+        stats = self.runtime.stats
+        stats.connections += 1
+        stats.connections_open += 1
+        try:
+            async with trio.open_nursery() as connection:
+                connection.start_soon(self.outbox.run)
+                with self.scope:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._watch_shutdown)
+                        await self.on_open()
+                        while True:
+                            message = await receive()
+                            if message["type"] != "websocket.receive":
+                                self.outbox.close()
+                                break
+                            self.handle_frame(message)
+                        nursery.cancel_scope.cancel()
+                if self.outbox.closed:
+                    connection.cancel_scope.cancel()
+                else:
+                    self.outbox.finish()
+                    connection.cancel_scope.deadline = (
+                        trio.current_time() + self.runtime.config.cleanup_timeout
+                    )
+        finally:
+            stats.connections_open -= 1
+
+
+async def send_close(
+    send: Callable[[dict[str, Any]], Awaitable[None]], code: int, reason: str, bound: float
+) -> None:
+    """Send the close frame, shielded and bounded (the peer may be gone already)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(bound):
+        try:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:
+            log.debug("close frame not sent", exc_info=True)

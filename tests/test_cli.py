@@ -334,17 +334,22 @@ async def test_config_file_is_honoured(tmp_path: Path, table: bool) -> None:
             assert await srv.stop(signal.SIGTERM) == 0
 
 
-async def test_completed_completions_are_not_counted_as_cancelled() -> None:
+async def test_completed_completions_keep_alive_and_shutdown_promptly() -> None:
+    """Regression: the ``http.disconnect`` Hypercorn sends while finishing a response is not a
+    client disconnect. It used to count every completion as cancelled and to break Hypercorn's
+    keep-alive bookkeeping, so Ctrl+C waited ``graceful_timeout`` (10 s) for idle clients."""
     with trio.fail_after(TIMEOUT):
-        async with open_cli_server() as srv:
-            async with httpx.AsyncClient(base_url=srv.url) as http:
-                for _ in range(2):
-                    r = await http.post("/v1/chat/completions", json=_chat("hi"))
-                    assert r.status_code == 200
-            async with httpx.AsyncClient(base_url=srv.url) as http:
-                metrics = (await http.get("/metrics")).text
+        async with open_cli_server() as srv, httpx.AsyncClient(base_url=srv.url) as http:
+            for _ in range(2):
+                r = await http.post("/v1/chat/completions", json=_chat("hi"))
+                assert r.status_code == 200
+            metrics = (await http.get("/metrics")).text
             assert "trioagents_responses_total 2\n" in metrics
             assert "trioagents_responses_cancelled_total 0\n" in metrics
+            # The client still holds its idle keep-alive connection: shutdown closes it
+            # at once instead of waiting out graceful_timeout.
+            with trio.fail_after(5):
+                assert await srv.stop(signal.SIGINT) == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +384,7 @@ async def test_bad_target_is_a_clear_error(agents_file: Path, target: str, messa
         ["--agent", "nobody"],
         ["--config", "{tmp}/missing.toml"],
         ["--config", "{tmp}/bad.toml"],
-        ["trioagents._example:add"],  # a function that is not an agent factory gets called
+        ["trioagents._example:add"],  # a tool function, not an agent factory
     ],
     ids=["unknown-agent", "missing-config", "unknown-config-key", "non-factory-callable"],
 )

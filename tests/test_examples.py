@@ -138,7 +138,8 @@ async def test_hello_agent_with_the_cli() -> None:
                 "steeping: 3/3 min",
             ]
             assert agent_events[-1]["result"] == "tea is ready after 3 min"
-            assert agent_events[0]["call_id"] == agent_events[-1]["call_id"]
+            # Progress and result carry the id of the call they belong to.
+            assert {e["call_id"] for e in agent_events} == {agent_events[0]["call_id"]}
             content = "".join(
                 e["choices"][0]["delta"].get("content") or "" for e in events if "choices" in e
             )

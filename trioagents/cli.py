@@ -41,12 +41,16 @@ def load_target(target: str) -> list[Agent] | AgentServer:
         path = Path(spec)
         if not path.exists():
             raise SystemExit(f"trioagents: no such file: {spec}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        # A private module name: a target called http.py or json.py must not replace the
+        # real module for the rest of the process.
+        mod_name = f"_trioagents_target_{path.stem}"
+        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
         if mod_spec is None or mod_spec.loader is None:
             raise SystemExit(f"trioagents: cannot import {spec}")
         module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[path.stem] = module
-        sys.path.insert(0, str(path.parent.resolve()))
+        sys.modules[mod_name] = module
+        # The file's siblings stay importable, behind everything already on the path.
+        sys.path.append(str(path.parent.resolve()))
         mod_spec.loader.exec_module(module)
     else:
         try:
@@ -168,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Bad options are the user's to fix: one line, no traceback.
             print(f"trioagents: {exc}", file=sys.stderr)
             return 2
-        trio.run(_serve, server)
+        try:
+            trio.run(_serve, server)
+        except KeyboardInterrupt:  # Ctrl+C before the signal handler was installed
+            return 130
     return 0
 
 

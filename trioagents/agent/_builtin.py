@@ -162,7 +162,7 @@ class BuiltinModel:
             elif isinstance(s, CallTool):
                 self._call_counter += 1
                 yield ToolCallRequest(
-                    id=s.id or f"call_builtin{self._call_counter:018d}",
+                    id=s.id or f"call_{self._call_counter:024x}",
                     name=s.name,
                     arguments=orjson.dumps(s.arguments).decode(),
                 )

@@ -251,3 +251,8 @@ async def open_uamp_client(
             yield client
         finally:
             nursery.cancel_scope.cancel()
+            if ws.closed is not None:
+                # The server closed the WebSocket: trio-websocket's client then waits for the
+                # server's TCP close, and leaving before it comes would leave the socket to the
+                # garbage collector. Close our end ourselves.
+                await trio.aclose_forcefully(ws._stream)

@@ -6,7 +6,8 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import trio
@@ -42,13 +43,21 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     return hc
 
 
-async def _signal_trigger() -> None:
+@contextmanager
+def _signals() -> Iterator[Callable[[], Awaitable[None]]]:
+    # The receiver is installed before Hypercorn binds and reports "started": a SIGINT or
+    # SIGTERM that arrives the instant the URLs are printed still starts a graceful shutdown.
     if threading.current_thread() is not threading.main_thread():
-        await trio.sleep_forever()
+        yield trio.sleep_forever
+        return
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s; shutting down gracefully", signal.Signals(signum).name)
-            return
+
+        async def wait() -> None:
+            async for signum in signals:
+                log.info("received %s; shutting down gracefully", signal.Signals(signum).name)
+                return
+
+        yield wait
 
 
 async def serve(
@@ -78,7 +87,6 @@ async def serve(
     server = app if isinstance(app, AgentServer) else AgentServer(app, config=config)
     cfg = server.config
     hc = hypercorn_config(cfg)
-    trigger = shutdown_trigger or _signal_trigger
 
     async def shutdown() -> None:
         await trigger()
@@ -91,7 +99,9 @@ async def serve(
         gc.collect()
         gc.freeze()
     try:
-        await hypercorn_serve(server, hc, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
+        with ExitStack() as stack:
+            trigger = shutdown_trigger or stack.enter_context(_signals())
+            await hypercorn_serve(server, hc, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
     finally:
         if cfg.gc_freeze:
             gc.unfreeze()

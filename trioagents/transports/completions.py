@@ -133,6 +133,8 @@ class CompletionsResponse(Response):
         send_ch, recv_ch = trio.open_memory_channel[Any](cfg.outbound_queue_size)
 
         async def emit(event: Any) -> None:
+            if type(event) is uamp.ResponseDelta:
+                runtime.stats.deltas += 1
             try:
                 await send_ch.send(event)
             except trio.BrokenResourceError:  # the client is gone: nobody renders it

@@ -641,3 +641,25 @@ async def test_slow_subscriber_is_dropped_not_waited_for() -> None:
     rt.close_subscribers()
     got_fast = [ev async for ev in fast]
     assert len(got_fast) == 6
+
+
+async def test_input_required_continuation_gives_the_model_a_well_formed_conversation() -> None:
+    model = BuiltinModel()
+    asker = Agent("asker", tools=[ask], model=model)
+    with trio.fail_after(TIMEOUT):
+        async with open_test_server(_server(asker)) as srv, httpx.AsyncClient() as http:
+            url = srv.agent_url("asker", "/a2a")
+            first = await _rpc(http, url, "SendMessage", {"message": _msg("/call ask")})
+            task = first["result"]["task"]
+            assert task["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+            answer = _msg("Paris", taskId=task["id"], contextId=task["contextId"])
+            second = await _rpc(http, url, "SendMessage", {"message": answer})
+            assert second["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    # The tool call that asked is answered by the question, then comes the user's answer.
+    messages = model.calls[-1].messages
+    [asked] = [m for m in messages if m.tool_calls]
+    assert [c.name for c in asked.tool_calls] == ["ask"]
+    assert [(m.role, m.text, m.tool_call_id) for m in messages[-2:]] == [
+        ("tool", "input required: Which city?", asked.tool_calls[0].id),
+        ("user", "Paris", None),
+    ]

@@ -47,8 +47,8 @@ import orjson
 import trio
 
 from ... import uamp
-from ...agent import Message, Session, run_response
-from ...agent._agent import Agent, Context
+from ...agent import Message, Session, is_cancellation, run_response
+from ...agent._agent import Agent, Context, _current_call
 from ...protocols import a2a as proto
 from .._runtime import Runtime
 from .store import TaskStore
@@ -78,11 +78,13 @@ class InputRequired(Exception):
         turn = _TURN.get()
         if turn is not None and turn.input_required is None:
             turn.input_required = message
+            turn.asking_call = _current_call.get()
 
 
 @attrs.define(eq=False)
 class _Turn:
     input_required: str | None = None
+    asking_call: str | None = None
     results: dict[str, str] = attrs.field(factory=dict)
 
 
@@ -451,12 +453,6 @@ class A2AService:
     def _prepare_conversation(
         self, session: Session, task_id: str, message: dict[str, Any]
     ) -> None:
-        # A continued input-required task: every tool call of its last turn gets a result
-        # (the question for the one that asked), so the conversation stays well formed.
-        pending: dict[str, str] | None = session.data.pop(f"a2a.pending.{task_id}", None)
-        if pending is not None:
-            for call_id, result in pending.items():
-                session.messages.append(Message(role="tool", content=result, tool_call_id=call_id))
         session.messages.append(Message(role="user", content=content_of(message["parts"])))
         excess = len(session.messages) - self.options.max_context_messages
         if excess > 0:
@@ -466,6 +462,27 @@ class A2AService:
                 len(session.messages) - 1,
             )
             del session.messages[:cut]
+
+    @staticmethod
+    def _answer_open_calls(session: Session, turn: _Turn) -> None:
+        # The run loop answered the open tool calls of the interrupted turn with "cancelled";
+        # an input-required task gives them their real results instead (the question for the
+        # call that asked), so the continued conversation reads as the model expects.
+        while (
+            session.messages
+            and session.messages[-1].role == "assistant"
+            and not session.messages[-1].tool_calls
+        ):
+            session.messages.pop()
+        i = len(session.messages)
+        while i > 0 and session.messages[i - 1].role == "tool":
+            i -= 1
+            m = session.messages[i]
+            if m.tool_call_id == turn.asking_call:
+                result = f"input required: {turn.input_required}"
+            else:
+                result = turn.results.get(m.tool_call_id or "", m.text)
+            session.messages[i] = attrs.evolve(m, content=result)
 
     async def _respond(
         self, rt: RunningTask, session: Session, turn: _Turn
@@ -498,21 +515,12 @@ class A2AService:
         runtime.stats.responses += 1
         try:
             terminal = await run_response(ctx)
-        except trio.Cancelled:
-            if turn.input_required is not None:
-                # Drop the partial text the run loop kept after the tool-call message: the
-                # tool results must follow their calls.
-                while session.messages and not session.messages[-1].tool_calls:
-                    if session.messages[-1].role != "assistant":
-                        break
-                    session.messages.pop()
-                calls = session.messages[-1].tool_calls if session.messages else ()
-                session.data[f"a2a.pending.{rt.task.id}"] = {
-                    c.id: turn.results.get(c.id, f"input required: {turn.input_required}")
-                    for c in calls
-                }
-            else:
-                runtime.stats.responses_cancelled += 1
+        except BaseException as exc:
+            if is_cancellation(exc):
+                if turn.input_required is not None:
+                    self._answer_open_calls(session, turn)
+                else:
+                    runtime.stats.responses_cancelled += 1
             raise
         if isinstance(terminal, uamp.ResponseError):
             runtime.stats.responses_failed += 1

@@ -213,5 +213,48 @@ async def main(url: str) -> dict[str, Any]:
     return result
 
 
+async def audio_scenario(conn: Any, rec: Recorder, out: dict[str, Any]) -> None:
+    """Audio in through the server's transcribe hook (the agent reads the bytes as UTF-8)."""
+    import base64
+
+    await rec.next()  # session.created
+    rec.take()
+    await conn.input_audio_buffer.append(audio=base64.b64encode(b"spoken ").decode())
+    await conn.input_audio_buffer.append(audio=base64.b64encode(b"words").decode())
+    await conn.input_audio_buffer.commit()
+    ev = await rec.until("conversation.item.input_audio_transcription.completed")
+    out["audio_types"] = rec.take()
+    out["transcript"] = [ev.transcript, ev.content_index, ev.usage.type]
+    await conn.response.create()
+    text = []
+    while True:
+        ev = await rec.next()
+        if ev.type.endswith("text.delta"):
+            text.append(ev.delta)
+        if ev.type == "response.done":
+            break
+    rec.take()
+    out["audio_answer"] = "".join(text)
+    out["invalid"] = rec.invalid
+
+
+async def main_audio(url: str) -> dict[str, Any]:
+    """``python realtime_client_script.py HTTP_URL audio``: the agent ``ears`` transcribes."""
+    ws = "ws" + url[len("http") :]
+    result: dict[str, Any] = {}
+    ga = AsyncOpenAI(base_url=f"{url}/v1", api_key="x")
+    beta = AsyncOpenAI(base_url=f"{url}/v1", api_key="x", websocket_base_url=f"{ws}/v1")
+    for name, flavour, client in (("ga", False, ga), ("beta", True, beta)):
+        out: dict[str, Any] = {}
+        rt = client.beta.realtime if flavour else client.realtime
+        async with rt.connect(model="ears") as conn:
+            await audio_scenario(conn, Recorder(conn, flavour), out)
+        result[name] = out
+    return result
+
+
 if __name__ == "__main__":
+    if sys.argv[2:] == ["audio"]:
+        print(json.dumps(asyncio.run(main_audio(sys.argv[1]))))
+        sys.exit()
     print(json.dumps(asyncio.run(main(sys.argv[1]))))

@@ -55,6 +55,8 @@ TRIOAGENTS_ALL = [
 UAMP_EVENT_CLASSES = [
     "AudioContent",
     "AudioDelta",
+    "AudioOutputDelta",
+    "AudioOutputDone",
     "Capabilities",
     "CapabilitiesQuery",
     "ClientCapabilities",
@@ -107,6 +109,8 @@ UAMP_EVENT_CLASSES = [
     "ToolResultContent",
     "ToolResultDelta",
     "ToolResultInfo",
+    "TranscriptDelta",
+    "TranscriptDone",
     "UnknownEvent",
     "UsageDelta",
     "UsageDeltaInfo",

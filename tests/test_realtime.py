@@ -674,3 +674,226 @@ async def test_agent_tools_run_server_side_and_stay_in_the_history() -> None:
     assert [c.id for c in history[1].tool_calls] == ["call_add"]
     assert (history[2].tool_call_id, history[2].text) == ("call_add", "5")
     assert history[3].text == "It is 5."
+
+
+# --------------------------------------------------------------------------------------------
+# Audio input through a transcribe hook
+# --------------------------------------------------------------------------------------------
+
+
+class Ears(Agent):
+    """Transcribes audio by reading the bytes as UTF-8 ("fail" raises, "pass" declines).
+
+    With ``gated`` the hook waits for :attr:`gate` and records whether it was cancelled.
+    """
+
+    def __init__(self, name: str, model: Any = None, *, gated: bool = False) -> None:
+        super().__init__(name, model=model)
+        self.heard: list[tuple[str, str, bytes]] = []
+        self.gated = gated
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+        self.cancelled = trio.Event()
+
+    @hook("transcribe")
+    async def _stt(self, session: Any, audio: bytes, format: str) -> str | None:
+        self.heard.append((session.id, format, audio))
+        if self.gated:
+            self.waiting.set()
+            try:
+                await self.gate.wait()
+            except trio.Cancelled:
+                self.cancelled.set()
+                raise
+        text = audio.decode()
+        if text == "fail":
+            raise RuntimeError("unintelligible")
+        return None if text == "pass" else text
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def realtime_adapter(beta: bool) -> Any:
+    import pydantic
+    from openai.types.beta.realtime.realtime_server_event import (
+        RealtimeServerEvent as BetaServerEvent,
+    )
+    from openai.types.realtime.realtime_server_event import RealtimeServerEvent as GAEvent
+
+    return pydantic.TypeAdapter(BetaServerEvent if beta else GAEvent)
+
+
+async def test_audio_commit_is_transcribed_and_answered_ga() -> None:
+    agent = Ears("ears")
+    adapter = realtime_adapter(beta=False)
+    with trio.fail_after(10):
+        async with (
+            serve(agent) as srv,
+            connect(srv.ws_url + "/v1/realtime?model=ears") as (c, first),
+        ):
+            await c.send(type="conversation.item.create", item=user_item("first"))
+            text_item = (await c.until("conversation.item.done"))[-1]["item"]["id"]
+            await c.send(type="input_audio_buffer.append", audio=b64(b"hello "))
+            await c.send(type="input_audio_buffer.append", audio=b64(b"world"))
+            await c.send(type="input_audio_buffer.commit", event_id="c1")
+            events = await c.until("conversation.item.input_audio_transcription.completed")
+            for ev in events:
+                adapter.validate_python(ev)
+            assert [e["type"] for e in events] == [
+                "input_audio_buffer.committed",
+                "conversation.item.added",
+                "conversation.item.done",
+                "conversation.item.input_audio_transcription.completed",
+            ]
+            committed, added, _, completed = events
+            item_id = committed["item_id"]
+            assert committed["previous_item_id"] == text_item
+            assert added["previous_item_id"] == text_item
+            assert added["item"] == {
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}],
+            }
+            assert (completed["item_id"], completed["content_index"]) == (item_id, 0)
+            assert completed["transcript"] == "hello world"
+            assert completed["usage"] == {"type": "duration", "seconds": 11 / 48000}
+            # The buffer was consumed; the transcript is the item's user text.
+            await c.send(type="input_audio_buffer.commit")
+            assert (await c.error())["code"] == "input_audio_buffer_commit_empty"
+            await c.send(type="conversation.item.retrieve", item_id=item_id)
+            got = await c.recv()
+            assert got["item"]["content"] == [{"type": "input_audio", "transcript": "hello world"}]
+            await c.send(type="response.create")
+            events = await c.until("response.done")
+            for ev in events:
+                adapter.validate_python(ev)
+            done = events[-1]["response"]
+            assert done["status"] == "completed"
+            assert done["output"][0]["content"] == [
+                {"type": "output_text", "text": "You said: hello world"}
+            ]
+    assert agent.heard == [(first["session"]["id"], "pcm16", b"hello world")]
+    assert [m.role for m in agent.model.calls[-1].messages] == ["user", "user"]
+    assert [m.text for m in agent.model.calls[-1].messages] == ["first", "hello world"]
+
+
+async def test_audio_transcription_failures_beta() -> None:
+    adapter = realtime_adapter(beta=True)
+    with trio.fail_after(10):
+        async with (
+            serve(Ears("ears")) as srv,
+            connect(srv.ws_url + "/agents/ears/realtime") as (c, _),  # seed path: beta
+        ):
+            await c.send(type="session.update", session={"input_audio_format": "g711_ulaw"})
+            await c.until("session.updated")
+            codes = []
+            for spoken in (b"fail", b"pass"):
+                await c.send(type="input_audio_buffer.append", audio=b64(spoken))
+                await c.send(type="input_audio_buffer.commit")
+                events = await c.until("conversation.item.input_audio_transcription.failed")
+                for ev in events:
+                    adapter.validate_python(ev)
+                assert [e["type"] for e in events] == [
+                    "input_audio_buffer.committed",
+                    "conversation.item.created",
+                    "conversation.item.input_audio_transcription.failed",
+                ]
+                failed = events[-1]
+                assert (failed["item_id"], failed["content_index"]) == (events[0]["item_id"], 0)
+                assert failed["error"]["type"] == "transcription_error"
+                codes.append(failed["error"]["code"])
+            assert codes == ["transcription_failed", "audio_not_supported"]
+            # The socket still works: a good utterance is transcribed with the session's format.
+            await c.send(type="input_audio_buffer.append", audio=b64(b"ok then"))
+            await c.send(type="input_audio_buffer.commit")
+            ev = (await c.until("conversation.item.input_audio_transcription.completed"))[-1]
+            assert ev["transcript"] == "ok then"
+            assert ev["usage"]["seconds"] == 7 / 8000  # G.711: 8,000 bytes a second
+            stats = srv.server.runtime.stats
+            assert stats.errors == 2
+
+
+async def test_response_waits_for_the_transcription_and_cancel_while_waiting() -> None:
+    agent = Ears("ears", gated=True)
+    with trio.fail_after(10):
+        async with (
+            serve(agent) as srv,
+            connect(srv.ws_url + "/v1/realtime?model=ears") as (c, _),
+        ):
+            # response.create right after the commit: the model must hear the transcript.
+            await c.send(type="input_audio_buffer.append", audio=b64(b"slow words"))
+            await c.send(type="input_audio_buffer.commit")
+            await c.send(type="response.create")
+            await agent.waiting.wait()
+            await c.send(type="response.create", event_id="again")  # the slot is taken
+            head = await c.until("error")
+            assert head[-1]["error"]["code"] == "conversation_already_has_active_response"
+            agent.gate.set()
+            events = await c.until("response.done")
+            types = [e["type"] for e in events]
+            assert types[:2] == [
+                "conversation.item.input_audio_transcription.completed",
+                "response.created",
+            ]
+            assert events[-1]["response"]["output"][0]["content"] == [
+                {"type": "output_text", "text": "You said: slow words"}
+            ]
+            # response.cancel while the response still waits for a transcription: the client
+            # still gets response.created + response.done{cancelled}; the transcript arrives.
+            agent.gate = trio.Event()
+            agent.waiting = trio.Event()
+            await c.send(type="input_audio_buffer.append", audio=b64(b"never answered"))
+            await c.send(type="input_audio_buffer.commit")
+            await c.send(type="response.create")
+            await agent.waiting.wait()
+            await c.send(type="response.cancel")
+            events = await c.until("response.done")
+            assert [e["type"] for e in events][-2:] == ["response.created", "response.done"]
+            assert events[-1]["response"]["status"] == "cancelled"
+            assert events[-1]["response"]["output"] == []
+            agent.gate.set()
+            ev = (await c.until("conversation.item.input_audio_transcription.completed"))[-1]
+            assert ev["transcript"] == "never answered"
+            # Closing the socket cancels a running transcription.
+            agent.gate = trio.Event()
+            await c.send(type="input_audio_buffer.append", audio=b64(b"cut off"))
+            await c.send(type="input_audio_buffer.commit")
+            await c.until("conversation.item.done")
+        await agent.cancelled.wait()
+
+
+async def test_openai_sdk_audio_through_the_transcribe_hook() -> None:
+    with trio.fail_after(30):
+        async with serve(Ears("ears")) as srv:
+            proc = await trio.run_process(
+                [sys.executable, str(SCRIPT), srv.url, "audio"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    result = json.loads(proc.stdout)
+    ga_types = [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    beta_types = [
+        "input_audio_buffer.committed",
+        "conversation.item.created",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    for name, types in (("ga", ga_types), ("beta", beta_types)):
+        r = result[name]
+        assert r["invalid"] == [], r["invalid"]  # strict pydantic validation of every event
+        assert r["audio_types"] == types, name
+        assert r["transcript"] == ["spoken words", 0, "duration"]
+        assert r["audio_answer"] == "You said: spoken words"

@@ -587,3 +587,82 @@ def test_choose_flavour(
     headers: dict[str, str], query: dict[str, str], seed: bool, expected: Flavour
 ) -> None:
     assert choose_flavour(headers, query, seed_path=seed) is expected
+
+
+# --------------------------------------------------------------------------------------------
+# Audio input through a transcribe hook
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", list(Flavour))
+def test_audio_commit_item_and_transcription_events_validate(flavour: Flavour) -> None:
+    from trioagents.protocols.realtime import input_audio_item
+
+    c = codec(flavour)
+    item = input_audio_item("item_7")
+    committed = c.audio_committed("item_7", "item_6")
+    added = c.item_added(item, "item_6")
+    completed = c.transcription_completed("item_7", "hello", seconds=0.5)
+    failed = c.transcription_failed("item_7", "transcription_failed", "boom")
+    item["content"] = [{"type": "input_audio", "transcript": "hello"}]  # as the transport does
+    retrieved = c.item_retrieved(item)
+    validate(flavour, [committed, *added, completed, failed, retrieved])
+    assert {k: v for k, v in committed.items() if k != "event_id"} == {
+        "type": "input_audio_buffer.committed",
+        "item_id": "item_7",
+        "previous_item_id": "item_6",
+    }
+    assert added[0]["item"] == {
+        "id": "item_7",
+        "object": "realtime.item",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_audio", "transcript": None}],
+    }
+    assert {k: v for k, v in completed.items() if k != "event_id"} == {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "item_7",
+        "content_index": 0,
+        "transcript": "hello",
+        "usage": {"type": "duration", "seconds": 0.5},
+    }
+    assert {k: v for k, v in failed.items() if k != "event_id"} == {
+        "type": "conversation.item.input_audio_transcription.failed",
+        "item_id": "item_7",
+        "content_index": 0,
+        "error": {
+            "type": "transcription_error",
+            "code": "transcription_failed",
+            "message": "boom",
+            "param": None,
+        },
+    }
+    assert retrieved["item"]["content"] == [{"type": "input_audio", "transcript": "hello"}]
+    # The SDK parses them into its own event classes.
+    parsed = ADAPTERS[flavour].validate_python(completed)
+    assert type(parsed).__name__ == "ConversationItemInputAudioTranscriptionCompletedEvent"
+    assert parsed.transcript == "hello"
+
+
+def test_decode_audio_and_audio_seconds() -> None:
+    from trioagents.protocols.realtime import audio_seconds, decode_audio
+
+    assert decode_audio("AAECAw==") == b"\x00\x01\x02\x03"
+    with pytest.raises(RealtimeError) as info:
+        decode_audio("@@@@", "e9")
+    assert (info.value.code, info.value.event_id) == ("invalid_value", "e9")
+    assert audio_seconds(48000) == 1.0  # PCM16 24 kHz mono
+    assert audio_seconds(4000, "g711_ulaw") == 0.5
+    assert audio_seconds(24000, "opus?") == 0.5  # unknown formats count as PCM16
+
+
+def test_a_transcribed_audio_item_is_user_text_in_the_conversation() -> None:
+    from trioagents.protocols.realtime import input_audio_item
+
+    conv = Conversation()
+    first = input_audio_item("item_1")
+    assert conv.add(first) is None
+    assert conv.add(input_audio_item("item_2", "later")) == "item_1"
+    first["content"] = [{"type": "input_audio", "transcript": "now"}]
+    assert [i["content"][0]["transcript"] for i in conv.items()] == ["now", "later"]

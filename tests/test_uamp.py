@@ -573,3 +573,188 @@ async def test_response_create_options_apply_to_that_response_only() -> None:
             await ws.send_message(dumps({"type": "response.create"}))
             await raw_events(ws, lambda e: e["type"] == "response.done")
             assert model.calls[-1].messages[0].text == "Base."
+
+
+# --------------------------------------------------------------------------------------------
+# Audio input through a transcribe hook
+# --------------------------------------------------------------------------------------------
+
+import base64  # noqa: E402  (this section's own imports)
+
+from trioagents import hook  # noqa: E402
+from trioagents.transports.uamp import UampTransport  # noqa: E402
+
+
+class Ears(Agent):
+    """Transcribes audio by reading the bytes as UTF-8 ("fail" raises, "pass" declines).
+
+    With ``gated`` the hook waits for :attr:`gate` and records whether it was cancelled.
+    """
+
+    def __init__(self, name: str, *, gated: bool = False, **kw: Any) -> None:
+        super().__init__(name, model=BuiltinModel(), **kw)
+        self.heard: list[tuple[str, str, bytes]] = []
+        self.gated = gated
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+        self.cancelled = trio.Event()
+
+    @hook("transcribe")
+    def _stt(self, session: Any, audio: bytes, format: str) -> Any:
+        self.heard.append((session.id, format, audio))
+        if self.gated:
+            return self._gated(audio)
+        return self._text(audio)
+
+    async def _gated(self, audio: bytes) -> str | None:
+        self.waiting.set()
+        try:
+            await self.gate.wait()
+        except trio.Cancelled:
+            self.cancelled.set()
+            raise
+        return self._text(audio)
+
+    @staticmethod
+    def _text(audio: bytes) -> str | None:
+        text = audio.decode()
+        if text == "fail":
+            raise RuntimeError("unintelligible")
+        return None if text == "pass" else text
+
+
+def audio_event(data: bytes, **fields: Any) -> str:
+    return dumps({"type": "input.audio", "audio": base64.b64encode(data).decode(), **fields})
+
+
+async def test_input_audio_is_transcribed_then_answered() -> None:
+    agent = Ears("ears")
+    with trio.fail_after(10):
+        async with (
+            open_test_server(agent) as srv,
+            trio_websocket.open_websocket_url(srv.agent_ws_url("ears")) as ws,
+        ):
+            await ws.send_message(dumps({"type": "session.create"}))
+            sid = (await raw_events(ws, lambda e: e["type"] == "capabilities"))[0]["session_id"]
+            await ws.send_message(dumps({"type": "input.image", "image": {"url": "http://i/1"}}))
+            await ws.send_message(audio_event(b"hello ", format="wav", is_final=False))
+            await ws.send_message(audio_event(b"world", event_id="a2", content_id="c9"))
+            await ws.send_message(dumps({"type": "response.create", "event_id": "r1"}))  # bound
+            events = await raw_events(ws, lambda e: e["type"] == "response.done")
+            types = [e["type"] for e in events]
+            assert types[:2] == ["response.created", "transcript.done"]
+            assert types[-1] == "response.done" and types.count("response.created") == 1
+            created, transcript = events[0], events[1]
+            rid = created["response_id"]
+            assert created["reply_to"] == "a2"
+            assert {k: v for k, v in transcript.items() if k not in ("event_id", "timestamp")} == {
+                "type": "transcript.done",
+                "session_id": sid,
+                "response_id": rid,
+                "transcript": "hello world",
+                "role": "user",
+                "content_id": "c9",
+            }
+            assert events[-1]["response"]["output"] == [
+                {"type": "text", "text": "You said: hello world"}
+            ]
+            # A second utterance starts from an empty buffer; the format defaults to pcm16.
+            await ws.send_message(audio_event(b"again"))
+            events = await raw_events(ws, lambda e: e["type"] == "response.done")
+            assert events[1]["transcript"] == "again"
+    assert agent.heard == [(sid, "wav", b"hello world"), (sid, "pcm16", b"again")]
+    first = agent.model.calls[0].messages[-1]
+    assert first.role == "user"
+    assert first.content == [
+        uamp.ImageContent(image={"url": "http://i/1"}),
+        uamp.TextContent("hello world"),
+    ]
+    assert [m.role for m in agent.model.calls[1].messages[-3:]] == ["user", "assistant", "user"]
+
+
+async def test_input_audio_without_auto_respond_and_session_format() -> None:
+    agent = Ears("ears")
+    with trio.fail_after(10):
+        async with (
+            open_test_server(agent) as srv,
+            open_uamp_client(srv.agent_ws_url("ears")) as client,
+        ):
+            s = await client.create_session(
+                extensions={"auto_respond": False}, input_audio_format="g711_ulaw"
+            )
+            assert (await s.events.receive()).type == "capabilities"
+            await client.send_raw(audio_event(b"note this", session_id=s.id))
+            ev = await s.events.receive()
+            assert ev.type == "transcript.done"
+            assert (ev.transcript, ev.role, ev.response_id) == ("note this", "user", None)
+            await s.input_text("and reply")
+            await s.send(uamp.ResponseCreate())
+            assert (await s.collect()).text == "You said: and reply"
+    assert agent.heard[0][1] == "g711_ulaw"
+    assert [m.text for m in agent.model.calls[-1].messages[-2:]] == ["note this", "and reply"]
+
+
+async def test_input_audio_errors_and_bound() -> None:
+    agent = Ears("ears", skills=[UampTransport(max_input_audio=8)])
+    with trio.fail_after(10):
+        async with (
+            open_test_server(agent) as srv,
+            trio_websocket.open_websocket_url(srv.agent_ws_url("ears")) as ws,
+        ):
+
+            async def next_of(kind: str) -> dict[str, Any]:
+                return (await raw_events(ws, lambda e: e["type"] == kind))[-1]
+
+            await ws.send_message(dumps({"type": "session.create"}))
+            await next_of("capabilities")
+            await ws.send_message(dumps({"type": "input.audio", "audio": "%%%", "event_id": "b"}))
+            err = await next_of("error")
+            assert (err["error"]["code"], err["reply_to"]) == ("invalid_event", "b")
+            await ws.send_message(audio_event(b"12345", is_final=False))
+            await ws.send_message(audio_event(b"6789", is_final=False, event_id="big"))
+            err = await next_of("error")
+            assert (err["error"]["code"], err["reply_to"]) == ("invalid_event", "big")
+            assert err["error"]["details"] == {"reason": "audio_too_large", "limit": 8}
+            await ws.send_message(audio_event(b"", event_id="empty"))  # the buffer was dropped
+            err = await next_of("error")
+            assert (err["error"]["code"], err["reply_to"]) == ("invalid_event", "empty")
+            for spoken, code in ((b"fail", "agent_error"), (b"pass", "unsupported_modality")):
+                await ws.send_message(audio_event(spoken, event_id=spoken.decode()))
+                events = await raw_events(ws, lambda e: e["type"].startswith("response."))
+                events += await raw_events(ws, lambda e: e["type"].startswith("response."))
+                assert [e["type"] for e in events] == ["response.created", "response.error"]
+                assert events[0]["reply_to"] == spoken.decode()
+                assert events[1]["error"]["code"] == code
+            await ws.send_message(audio_event(b"fine"))
+            done = await next_of("response.done")
+            assert done["response"]["output"] == [{"type": "text", "text": "You said: fine"}]
+
+
+async def test_transcription_runs_in_the_session_task() -> None:
+    agent = Ears("ears", gated=True)
+    with trio.fail_after(10):
+        async with (
+            open_test_server(agent) as srv,
+            open_uamp_client(srv.agent_ws_url("ears")) as client,
+        ):
+            slow = await client.create_session()
+            other = await client.create_session()
+            await client.send_raw(audio_event(b"slow", session_id=slow.id))
+            await agent.waiting.wait()
+            # The reader and the other session are not blocked; the slow session keeps order:
+            # its next input waits behind the transcription.
+            assert (await client.ping()).type == "pong"
+            assert await other.ask("hi") == "You said: hi"
+            await slow.input_text("after")
+            agent.gate.set()
+            first = await slow.collect()
+            assert first.text == "You said: slow"
+            second = await slow.collect()
+            assert second.text == "You said: after"
+            # session.end cancels a running transcription.
+            agent.gate = trio.Event()
+            agent.waiting = trio.Event()
+            await client.send_raw(audio_event(b"cut", session_id=slow.id))
+            await agent.waiting.wait()
+            await slow.end()
+            await agent.cancelled.wait()

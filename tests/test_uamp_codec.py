@@ -103,6 +103,10 @@ SERVER_EVENTS: list[Any] = [
     uamp.Progress(target="response", step=1, total_steps=3),
     uamp.Thinking(response_id="resp_1", content="hmm", stage="plan", redacted=False, is_delta=True),
     uamp.UsageDelta(response_id="resp_1", delta=uamp.UsageDeltaInfo(input_tokens=3)),
+    uamp.AudioOutputDelta(response_id="resp_1", audio="AAAA"),
+    uamp.AudioOutputDone(response_id="resp_1", duration_ms=120),
+    uamp.TranscriptDelta(transcript="hel", response_id="resp_1", role="assistant"),
+    uamp.TranscriptDone(transcript="hello", response_id="resp_1", role="user", content_id="c1"),
     uamp.RateLimit(limit=10, remaining=9, reset_at=1_700_000_000),
     uamp.ResponseDone(
         response_id="resp_1",

@@ -27,6 +27,7 @@ HOOK_POINTS = frozenset(
         "on_tool",  # hook(ctx, call, result) -> str | None (replace the result)
         "finalize",  # the response ended, any outcome: hook(ctx)
         "on_disconnect",  # a session/connection closed: hook(session)
+        "transcribe",  # input audio: hook(session, audio: bytes, format: str) -> str | None
     }
 )
 
@@ -136,8 +137,26 @@ def hook(point: str, *, priority: int = 50) -> Callable[[F], F]:
     """Run a function at a lifecycle point (lower ``priority`` runs first).
 
     Points: ``on_connection``, ``on_message``, ``before_llm``, ``after_llm``, ``on_chunk``,
-    ``on_tool``, ``finalize``, ``on_disconnect`` (see :data:`HOOK_POINTS` for the arguments).
-    Hooks may be sync or async. ``finalize`` runs shielded with a deadline after cancellation.
+    ``on_tool``, ``finalize``, ``on_disconnect``, ``transcribe`` (see :data:`HOOK_POINTS` for
+    the arguments). Hooks may be sync or async. ``finalize`` runs shielded with a deadline after
+    cancellation.
+
+    ``transcribe`` makes a text-only agent accept audio input (Realtime
+    ``input_audio_buffer.commit``, UAMP final ``input.audio``): ``hook(session, audio, format)``
+    gets the decoded audio bytes and the client's format name as the client gave it
+    (``input.audio.format`` or the session's ``input_audio_format`` on UAMP, the beta
+    ``input_audio_format`` on Realtime), ``"pcm16"`` (16-bit little-endian mono PCM, 24 kHz on
+    Realtime) when none was given; it returns the transcript, which becomes the user's text.
+    ``None`` means "not handled": the last non-``None`` result wins, and audio no hook handled
+    is refused (Realtime ``….failed{audio_not_supported}``, UAMP
+    ``response.error{unsupported_modality}``). An exception fails that one input (Realtime
+    ``conversation.item.input_audio_transcription.failed``, UAMP ``response.error``). The hook
+    runs in a task of the connection or session, never in the socket's reader, and is
+    cancelled when the connection (or UAMP session) closes::
+
+        @hook("transcribe")
+        async def speech_to_text(session, audio: bytes, format: str) -> str | None:
+            return await my_asr(audio, format)
 
     Raises:
         ValueError: ``point`` is not a known lifecycle point.

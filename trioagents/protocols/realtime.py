@@ -59,7 +59,10 @@ __all__ = [
     "RealtimeError",
     "ResponseRenderer",
     "SessionConfig",
+    "audio_seconds",
+    "decode_audio",
     "decode_audio_chunk",
+    "input_audio_item",
     "decode_client_event",
     "merge_realtime_deltas",
     "choose_flavour",
@@ -285,14 +288,14 @@ def decode_client_event(text: str | bytes) -> ClientEvent:
     return ClientEvent(type=kind, event_id=eid, data=obj)
 
 
-def decode_audio_chunk(audio: str, event_id: str | None = None) -> int:
-    """Validate one base64 ``input_audio_buffer.append`` chunk; return its decoded size.
+def decode_audio(audio: str, event_id: str | None = None) -> bytes:
+    """Decode one base64 ``input_audio_buffer.append`` chunk.
 
     Raises:
         RealtimeError: the chunk is not valid base64 (``invalid_value``).
     """
     try:
-        return len(base64.b64decode(audio, validate=True))
+        return base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
         raise RealtimeError(
             "invalid_value",
@@ -300,6 +303,36 @@ def decode_audio_chunk(audio: str, event_id: str | None = None) -> int:
             param="audio",
             event_id=event_id,
         ) from None
+
+
+def decode_audio_chunk(audio: str, event_id: str | None = None) -> int:
+    """Validate one base64 ``input_audio_buffer.append`` chunk; return its decoded size.
+
+    Raises:
+        RealtimeError: the chunk is not valid base64 (``invalid_value``).
+    """
+    return len(decode_audio(audio, event_id))
+
+
+_BYTES_PER_SECOND = {"pcm16": 48000, "g711_ulaw": 8000, "g711_alaw": 8000}
+
+
+def audio_seconds(nbytes: int, format: str = "pcm16") -> float:
+    """The duration of ``nbytes`` of input audio (PCM16 24 kHz mono: 48,000 bytes a second;
+    G.711: 8,000); an unknown format counts as PCM16."""
+    return nbytes / _BYTES_PER_SECOND.get(format, 48000)
+
+
+def input_audio_item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
+    """The canonical user item a committed audio buffer becomes (no audio kept, only the
+    transcript once there is one)."""
+    return {
+        "id": item_id,
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -766,6 +799,32 @@ class RealtimeCodec:
     def audio_cleared(self) -> dict[str, Any]:
         """``input_audio_buffer.cleared``."""
         return self.event("input_audio_buffer.cleared")
+
+    def transcription_completed(
+        self, item_id: str, transcript: str, *, seconds: float
+    ) -> dict[str, Any]:
+        """``conversation.item.input_audio_transcription.completed`` (both flavours).
+
+        ``usage`` is the duration variant (the SDK requires one): ``seconds`` of audio.
+        """
+        return self.event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript=transcript,
+            usage={"type": "duration", "seconds": seconds},
+        )
+
+    def transcription_failed(
+        self, item_id: str, code: str, message: str, *, type: str = "transcription_error"
+    ) -> dict[str, Any]:
+        """``conversation.item.input_audio_transcription.failed`` (both flavours)."""
+        return self.event(
+            "conversation.item.input_audio_transcription.failed",
+            item_id=item_id,
+            content_index=0,
+            error={"type": type, "code": code, "message": message, "param": None},
+        )
 
     def renderer(self, response_id: str) -> ResponseRenderer:
         """A renderer for one response of this connection."""

@@ -10,6 +10,7 @@ input audio buffer and **at most one active response**::
     │   while the client is behind)
     └── connection scope
         ├── shutdown watcher: closes with 1001 when the server drains
+        ├── one task per committed audio buffer running the agent's ``transcribe`` hooks
         └── the active response (run_response, client_tool_mode="return") in its own scope
             └── the model stream and agent tools (owned by the response)
 
@@ -27,7 +28,15 @@ agent's messages are rebuilt from it; after each response its output items are a
 the items are added *before* ``response.done`` is queued, so a client reacting to
 ``response.done`` at once never sees ``conversation_already_has_active_response``.
 
-Closing the socket cancels the active response; the handler returns only after it finished.
+Audio input needs a ``transcribe`` hook (without one, ``input_audio_buffer.commit`` answers
+``error{audio_not_supported}``). A commit adds a user item with an ``input_audio`` part whose
+``transcript`` is null and starts the hook in its own task; the transcript is stored in the
+item (the user text the model sees) before ``conversation.item.input_audio_transcription.
+completed`` is queued, or the item keeps no text and ``….failed`` is sent. A ``response.create``
+waits for the transcriptions committed before it, so the model never sees a half-made turn.
+
+Closing the socket cancels the active response and running transcriptions; the handler returns
+only after they finished.
 """
 
 from __future__ import annotations
@@ -52,9 +61,11 @@ from ..protocols.realtime import (
     RealtimeError,
     ResponseRenderer,
     SessionConfig,
+    audio_seconds,
     choose_flavour,
-    decode_audio_chunk,
+    decode_audio,
     decode_client_event,
+    input_audio_item,
     merge_realtime_deltas,
     normalize_item,
     response_tools,
@@ -78,6 +89,7 @@ def _render(event: dict[str, Any]) -> str:
 class _ResponseOptions:
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
+    transcripts: tuple[trio.Event, ...] = ()  # transcriptions to wait for before the response
 
 
 class RealtimeConnection(WebSocketConnection):
@@ -115,9 +127,11 @@ class RealtimeConnection(WebSocketConnection):
             metadata={"transport": "realtime", "flavour": flavour.value, **(metadata or {})},
         )
         self.max_audio_buffer = max_audio_buffer
-        self.audio: list[str] = []
+        self.audio: list[bytes] = []
         self.audio_bytes = 0
         self.active: tuple[str, trio.CancelScope] | None = None
+        self.transcribing: dict[str, trio.Event] = {}
+        """Audio items whose ``transcribe`` hook is running, by item id."""
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -194,8 +208,8 @@ class RealtimeConnection(WebSocketConnection):
                 )
 
     def _on_input_audio_buffer_append(self, ev: ClientEvent) -> None:
-        audio: str = ev.data["audio"]
-        size = decode_audio_chunk(audio, ev.event_id)
+        audio = decode_audio(ev.data["audio"], ev.event_id)
+        size = len(audio)
         if self.audio_bytes + size > self.max_audio_buffer:
             raise RealtimeError(
                 "input_audio_buffer_full",
@@ -213,15 +227,72 @@ class RealtimeConnection(WebSocketConnection):
                 "the input audio buffer is empty; append audio before committing",
                 event_id=ev.event_id,
             )
-        # The agent core has no transcription hook yet: a text-only agent refuses audio and
-        # the buffer is dropped (§7).
+        agent = self.session.agent
+        if not agent.has_hooks("transcribe"):
+            # A text-only agent without a transcribe hook refuses audio; the buffer is dropped.
+            self._clear_audio()
+            raise RealtimeError(
+                "audio_not_supported",
+                f"agent {agent.name!r} accepts text only (no transcription); "
+                "send conversation.item.create with input_text",
+                event_id=ev.event_id,
+            )
+        audio = b"".join(self.audio)
         self._clear_audio()
-        raise RealtimeError(
-            "audio_not_supported",
-            f"agent {self.agent.name!r} accepts text only (no transcription); "
-            "send conversation.item.create with input_text",
-            event_id=ev.event_id,
+        item = input_audio_item(self.runtime.ids.new("item"))
+        prev = self.conversation.add(item)
+        self.reply(self.codec.audio_committed(item["id"], prev))
+        for out in self.codec.item_added(item, prev):
+            self.reply(out)
+        # The hook runs in the work nursery: the reader never waits for it. A response.create
+        # that arrives meanwhile waits for it (see _respond), so the model hears the transcript.
+        done = trio.Event()
+        self.transcribing[item["id"]] = done
+        fmt = self.config.extra.get("input_audio_format")
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            self._transcribe, item["id"], audio, fmt if isinstance(fmt, str) else "pcm16", done
         )
+
+    async def _transcribe(self, item_id: str, audio: bytes, fmt: str, done: trio.Event) -> None:
+        agent = self.session.agent
+        try:
+            try:
+                text = await agent.run_hooks("transcribe", self.session, audio, fmt)
+            except Exception as exc:  # a failing hook fails this item only (Cancelled passes)
+                log.exception("transcribe hook of agent %r failed", agent.name)
+                text = None
+                failed: tuple[str, str] | None = (
+                    "transcription_failed",
+                    f"transcription failed: {type(exc).__name__}: {exc}",
+                )
+            else:
+                failed = None
+                if text is None:
+                    failed = ("audio_not_supported", "no transcribe hook handled the audio")
+                elif not isinstance(text, str):
+                    failed = (
+                        "transcription_failed",
+                        f"transcribe hook returned {type(text).__name__}, expected str",
+                    )
+            if failed is None:
+                item = self.conversation.get(item_id)  # the client may have deleted it
+                if item is not None:
+                    # The user text from now on. A new list: events already queued (rendered
+                    # only when written) share the old one and must keep transcript null.
+                    item["content"] = [{**item["content"][0], "transcript": text}]
+                event = self.codec.transcription_completed(
+                    item_id, text, seconds=audio_seconds(len(audio), fmt)
+                )
+            else:
+                self.runtime.stats.errors += 1
+                event = self.codec.transcription_failed(item_id, *failed)
+            await self.outbox.send(event)
+        finally:
+            # Released only once the event is queued (send returns right after queueing it), so
+            # a waiting response's response.created always follows it on the wire.
+            self.transcribing.pop(item_id, None)
+            done.set()
 
     def _clear_audio(self) -> None:
         self.audio.clear()
@@ -328,9 +399,12 @@ class RealtimeConnection(WebSocketConnection):
         scope = trio.CancelScope()
         self.active = (rid, scope)  # taken now: a second response.create in this batch fails
         assert self._nursery is not None
-        self._nursery.start_soon(
-            self._respond, rid, scope, _ResponseOptions(instructions=instructions, tools=tools)
+        opts_ = _ResponseOptions(
+            instructions=instructions,
+            tools=tools,
+            transcripts=tuple(self.transcribing.values()),
         )
+        self._nursery.start_soon(self._respond, rid, scope, opts_)
 
     def _on_response_cancel(self, ev: ClientEvent) -> None:
         rid = ev.data.get("response_id")
@@ -378,18 +452,40 @@ class RealtimeConnection(WebSocketConnection):
     async def _respond(self, rid: str, scope: trio.CancelScope, opts: _ResponseOptions) -> None:
         runtime = self.runtime
         state = self.session
+        if opts.transcripts and not scope.cancel_called:
+            # Audio committed before response.create is part of this response's input: wait
+            # for its transcript. A response.cancel meanwhile cancels ``wait``; the response
+            # then still runs, in a scope cancelled from the start, so the client gets
+            # response.created + response.done{cancelled} for the response it asked for.
+            with trio.CancelScope() as wait:
+                self.active = (rid, wait)
+                for done in opts.transcripts:
+                    await done.wait()
+            if wait.cancel_called:
+                scope.cancel()
+            if self.active is not None and self.active[0] == rid:
+                self.active = (rid, scope)
         state.messages[:] = self.messages()
         start = len(state.messages)
         renderer = self.codec.renderer(rid)
 
         async def emit(event: Any) -> None:
+            # The Realtime events of one UAMP event go out together or not at all: a cancel
+            # lands here, before the renderer moves on, never between them (else the client
+            # could see an item closed that it never saw opened). The sends themselves are
+            # shielded (bounded) only so that they are not torn apart. A terminal event always
+            # goes out (the terminal rule), even if a cancel raced it.
+            terminal = isinstance(event, _TERMINAL)
+            if not terminal:
+                await trio.lowlevel.checkpoint_if_cancelled()
             out = renderer.feed(event)
-            if isinstance(event, _TERMINAL):
+            if terminal:
                 self._finish(ctx, renderer, start, event)
             elif type(event) is uamp.ResponseDelta:
                 runtime.stats.deltas += 1
-            for e in out:
-                await self.outbox.send(e)
+            with trio.CancelScope(shield=True), trio.move_on_after(runtime.config.cleanup_timeout):
+                for e in out:
+                    await self.outbox.send(e)
 
         ctx = Context(
             session=state,

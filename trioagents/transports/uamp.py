@@ -21,10 +21,25 @@ Each session runs its turn queue in order, one response at a time; ``run_respons
 exactly one terminal event per ``response.created``. When the socket closes, the outbox drops
 further sends and the connection scope is cancelled: every session and response unwinds, and
 the handler returns only after all of them have finished.
+
+Audio input (``input.audio``) needs a ``transcribe`` hook on the agent; without one the final
+chunk is answered with ``response.created`` + ``response.error{unsupported_modality}``. With one,
+the reader decodes and accumulates chunks (bounded by ``max_input_audio``) and the final chunk
+enqueues a turn carrying the audio: the session task runs the hook (in turn order, never in the
+reader), and the transcript (plus buffered media) becomes the user message, auto-responded like
+``input.text``. ``transcript.done{transcript, role:"user", content_id?}`` follows the
+``response.created`` of the response the audio started (carrying its ``response_id``), or goes
+out alone, without ``response_id``, when ``auto_respond`` is off. A failing hook gives
+``response.created`` + ``response.error`` (``agent_error``; ``unsupported_modality`` when every
+hook returned None). ``response.cancel`` does not reach a running transcription (no response
+has started yet); ``session.end`` and closing the socket do.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
 from typing import Any
 
 import attrs
@@ -46,7 +61,12 @@ from ..agent import (
 from ._runtime import Runtime
 from ._wsconn import WebSocketConnection, send_close
 
-__all__ = ["UampTransport", "serve_uamp_socket"]
+__all__ = ["MAX_INPUT_AUDIO", "UampTransport", "serve_uamp_socket"]
+
+log = logging.getLogger("trioagents.transports.uamp")
+
+MAX_INPUT_AUDIO = 15 << 20
+"""Default bound on one session's accumulated ``input.audio`` (decoded bytes, 15 MiB)."""
 
 _SESSIONLESS = frozenset({"ping", "pong", "capabilities.query", "client.capabilities"})
 
@@ -65,6 +85,16 @@ def normalize_tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
+@attrs.frozen
+class _Audio:
+    """A finished ``input.audio`` utterance, transcribed in the session task."""
+
+    audio: bytes
+    format: str
+    media: list[uamp.ContentItem]
+    content_id: str | None
+
+
 @attrs.define
 class _Turn:
     """One item of a session's turn queue."""
@@ -75,6 +105,7 @@ class _Turn:
     messages: list[Message] | None = None
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
+    audio: _Audio | None = None  # the user message is this audio's transcript
 
 
 class _Stuck(Exception):
@@ -110,7 +141,11 @@ class UampSession:
         self.queued = 0
         self.bindable = False
         self.media: list[uamp.ContentItem] = []
-        self.audio: list[str] = []
+        self.audio: list[bytes] = []
+        self.audio_bytes = 0
+        self.audio_format: str | None = None
+        self.audio_content_id: str | None = None
+        self._transcript: uamp.TranscriptDone | None = None  # sent right after response.created
         self.running: tuple[str, trio.CancelScope] | None = None
         self._results: dict[str, uamp.ToolResultInfo | None] = {}
         self._wakeup = trio.Event()
@@ -153,6 +188,11 @@ class UampSession:
 
     async def emit(self, event: Any) -> None:
         t = type(event)
+        if t is uamp.ResponseCreated and self._transcript is not None:
+            transcript, self._transcript = self._transcript, None
+            await self.emit(event)
+            await self.conn.outbox.send(attrs.evolve(transcript, response_id=event.response_id))
+            return
         if t is uamp.ResponseCreated and self._reply_to:
             event = uamp.ResponseCreated(
                 response_id=event.response_id, session_id=self.id, reply_to=self._reply_to
@@ -202,8 +242,52 @@ class UampSession:
                         uamp.SessionEnd(session_id=self.id, reason=self.end_reason)
                     )
 
+    async def _transcribe(self, turn: _Turn, audio: _Audio) -> Message | None:
+        """Run the ``transcribe`` hooks; the user message, or None after a response.error."""
+        agent = self.state.agent
+        try:
+            text = await agent.run_hooks("transcribe", self.state, audio.audio, audio.format)
+        except Exception as exc:  # a failing hook fails this input only (Cancelled passes)
+            log.exception("transcribe hook of agent %r failed", agent.name)
+            code, message = "agent_error", f"transcription failed: {type(exc).__name__}: {exc}"
+        else:
+            if isinstance(text, str):
+                content: str | list[uamp.ContentItem] = text
+                if audio.media:
+                    content = [*audio.media, uamp.TextContent(text)] if text else audio.media
+                self._transcript = uamp.TranscriptDone(
+                    transcript=text, role="user", content_id=audio.content_id, session_id=self.id
+                )
+                return Message(role="user", content=content)
+            code = "unsupported_modality"
+            message = (
+                f"agent {agent.name!r} does not accept audio input (no transcribe hook handled it)"
+                if text is None
+                else f"transcribe hook returned {type(text).__name__}, expected str"
+            )
+        runtime = self.conn.runtime
+        runtime.stats.errors += 1
+        rid = runtime.ids.new("resp")
+        await self.conn.outbox.send(
+            uamp.ResponseCreated(response_id=rid, session_id=self.id, reply_to=turn.reply_to)
+        )
+        await self.conn.outbox.send(
+            uamp.ResponseError(
+                response_id=rid, session_id=self.id, error=uamp.ErrorInfo(code, message)
+            )
+        )
+        return None
+
     async def _run_turn(self, turn: _Turn) -> None:
         state = self.state
+        if turn.audio is not None:
+            turn.message = await self._transcribe(turn, turn.audio)
+            if turn.message is None:
+                return
+            if not turn.respond and self._transcript is not None:
+                # No response to carry it: transcript.done goes out alone, without response_id.
+                transcript, self._transcript = self._transcript, None
+                await self.conn.outbox.send(transcript)
         if turn.messages is not None:
             state.messages[:] = turn.messages
         if turn.message is not None:
@@ -262,9 +346,11 @@ class UampConnection(WebSocketConnection):
         agent: Agent | None,
         pinned: bool,
         metadata: dict[str, Any] | None = None,
+        max_input_audio: int = MAX_INPUT_AUDIO,
     ) -> None:
         super().__init__(runtime, send_text, runtime.encoder.encode_text)
         self.agent = agent
+        self.max_input_audio = max_input_audio
         self.pinned = pinned
         self.metadata = metadata or {}
         self.sessions: dict[str, UampSession] = {}
@@ -472,15 +558,18 @@ class UampConnection(WebSocketConnection):
     def _input(
         self,
         s: UampSession,
-        msg: Message,
+        msg: Message | None,
         respond: bool,
         ev: Any,
         messages: list[Message] | None = None,
+        audio: _Audio | None = None,
     ) -> None:
         s.bindable = False
         if respond and s.concurrency == "latest":
             s.cancel_response(None)
-        turn = _Turn(message=msg, respond=respond, reply_to=ev.event_id, messages=messages)
+        turn = _Turn(
+            message=msg, respond=respond, reply_to=ev.event_id, messages=messages, audio=audio
+        )
         if not s.enqueue(turn):
             self._error(
                 "rate_limited",
@@ -512,11 +601,63 @@ class UampConnection(WebSocketConnection):
         self._input(s, Message(role=ev.role, content=content), respond, ev, messages)
 
     def _on_input_audio(self, s: UampSession, ev: uamp.InputAudio) -> None:
-        s.audio.append(ev.audio)
+        try:
+            chunk = base64.b64decode(ev.audio, validate=True)
+        except (binascii.Error, ValueError):
+            self._error(
+                "invalid_event",
+                "input.audio: 'audio' must be base64",
+                reply_to=ev.event_id,
+                sid=s.id,
+            )
+            return
+        hooked = s.state.agent.has_hooks("transcribe")
+        if hooked:
+            if s.audio_bytes + len(chunk) > self.max_input_audio:
+                _drop_audio(s)  # the utterance is broken: the next chunk starts a new one
+                self.runtime.stats.errors += 1
+                self.reply(
+                    uamp.Error(
+                        error=uamp.ErrorInfo(
+                            code="invalid_event",
+                            message=f"input.audio: the accumulated audio exceeds "
+                            f"{self.max_input_audio} bytes; the buffered audio was dropped",
+                            details={"reason": "audio_too_large", "limit": self.max_input_audio},
+                        ),
+                        reply_to=ev.event_id,
+                        session_id=s.id,
+                    )
+                )
+                return
+            s.audio.append(chunk)
+            s.audio_bytes += len(chunk)
+            s.audio_format = s.audio_format or ev.format
+            s.audio_content_id = s.audio_content_id or ev.content_id
         if ev.is_final is False:
             return
-        s.audio.clear()
-        # No transcription hook in the core: answer with the documented error (§1.2).
+        if hooked:
+            audio = b"".join(s.audio)
+            fmt = s.audio_format or s.config.get("input_audio_format")
+            content_id = s.audio_content_id
+            _drop_audio(s)
+            if not audio:
+                self._error(
+                    "invalid_event",
+                    "input.audio: no audio to transcribe (every chunk was empty)",
+                    reply_to=ev.event_id,
+                    sid=s.id,
+                )
+                return
+            media, s.media = s.media, []
+            utterance = _Audio(
+                audio=audio,
+                format=fmt if isinstance(fmt, str) else "pcm16",
+                media=media,
+                content_id=content_id,
+            )
+            self._input(s, None, s.auto_respond, ev, audio=utterance)
+            return
+        # No transcribe hook: a text-only agent answers with the documented error (§1.2).
         rid = self.runtime.ids.new("resp")
         self.reply(uamp.ResponseCreated(response_id=rid, session_id=s.id, reply_to=ev.event_id))
         self.reply(
@@ -604,17 +745,30 @@ class UampConnection(WebSocketConnection):
         await super().on_shutdown()
 
 
+def _drop_audio(s: UampSession) -> None:
+    s.audio.clear()
+    s.audio_bytes = 0
+    s.audio_format = s.audio_content_id = None
+
+
 def _public_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("token", "payment_token")}
 
 
-async def serve_uamp_socket(ws: WebSocket, agent: Agent | None, *, pinned: bool) -> None:
+async def serve_uamp_socket(
+    ws: WebSocket,
+    agent: Agent | None,
+    *,
+    pinned: bool,
+    max_input_audio: int = MAX_INPUT_AUDIO,
+) -> None:
     """Serve one UAMP WebSocket.
 
     Args:
         ws: the Starlette WebSocket (not yet accepted).
         agent: the agent of a per-agent route, or the default agent on ``/uamp``.
         pinned: sessions may only address ``agent`` (per-agent route).
+        max_input_audio: bound on one session's accumulated ``input.audio`` (decoded bytes).
 
     Cancellation cancels every session of the socket and closes it.
     """
@@ -631,6 +785,7 @@ async def serve_uamp_socket(ws: WebSocket, agent: Agent | None, *, pinned: bool)
         agent=agent,
         pinned=pinned,
         metadata={"headers": dict(ws.headers), "client": ws.client},
+        max_input_audio=max_input_audio,
     )
     await conn.serve(ws._receive)
     if conn.close_code is not None:
@@ -638,9 +793,18 @@ async def serve_uamp_socket(ws: WebSocket, agent: Agent | None, *, pinned: bool)
 
 
 class UampTransport(Skill):
-    """Serves the agent over UAMP at ``/agents/{name}/uamp``."""
+    """Serves the agent over UAMP at ``/agents/{name}/uamp``.
+
+    Args:
+        max_input_audio: bound on one session's accumulated ``input.audio`` (decoded bytes);
+            beyond it the buffered audio is dropped and the chunk answered with
+            ``error{invalid_event, details{reason:"audio_too_large"}}``.
+    """
+
+    def __init__(self, *, max_input_audio: int = MAX_INPUT_AUDIO) -> None:
+        self.max_input_audio = max_input_audio
 
     @websocket("/uamp")
     async def uamp_socket(self, ws: WebSocket) -> None:
         """The per-agent UAMP endpoint."""
-        await serve_uamp_socket(ws, self.agent, pinned=True)
+        await serve_uamp_socket(ws, self.agent, pinned=True, max_input_audio=self.max_input_audio)

@@ -22,6 +22,8 @@ import attrs
 __all__ = [
     "AudioContent",
     "AudioDelta",
+    "AudioOutputDelta",
+    "AudioOutputDone",
     "CONTENT_TYPES",
     "Capabilities",
     "CapabilitiesQuery",
@@ -82,6 +84,8 @@ __all__ = [
     "ToolResultContent",
     "ToolResultDelta",
     "ToolResultInfo",
+    "TranscriptDelta",
+    "TranscriptDone",
     "UnknownEvent",
     "UsageDelta",
     "UsageDeltaInfo",
@@ -708,6 +712,59 @@ class UsageDelta:
 
 
 @attrs.frozen
+class AudioOutputDelta:
+    """``audio.delta``: a piece of the response's spoken audio (base64)."""
+
+    response_id: str
+    audio: str
+    session_id: str | None = None
+    event_id: str | None = None
+    timestamp: int | None = None
+    type: str = _type("audio.delta")
+
+
+@attrs.frozen
+class AudioOutputDone:
+    """``audio.done``: the response's audio is complete."""
+
+    response_id: str
+    duration_ms: int | None = None
+    session_id: str | None = None
+    event_id: str | None = None
+    timestamp: int | None = None
+    type: str = _type("audio.done")
+
+
+@attrs.frozen
+class TranscriptDelta:
+    """``transcript.delta``: a piece of a transcript."""
+
+    transcript: str
+    response_id: str | None = None
+    role: str | None = None
+    session_id: str | None = None
+    event_id: str | None = None
+    timestamp: int | None = None
+    type: str = _type("transcript.delta")
+
+
+@attrs.frozen
+class TranscriptDone:
+    """``transcript.done``: a complete transcript (of the user's audio input, ``role:"user"``,
+    right after the ``response.created`` it triggered; without ``response_id`` when no
+    response follows)."""
+
+    transcript: str
+    response_id: str | None = None
+    role: str | None = None
+    content_id: str | None = None
+    session_id: str | None = None
+    event_id: str | None = None
+    timestamp: int | None = None
+    type: str = _type("transcript.done")
+
+
+@attrs.frozen
 class RateLimit:
     """``rate_limit``."""
 
@@ -850,6 +907,10 @@ ServerEvent = (
     | Progress
     | Thinking
     | UsageDelta
+    | AudioOutputDelta
+    | AudioOutputDone
+    | TranscriptDelta
+    | TranscriptDone
     | RateLimit
     | ResponseDone
     | ResponseError

@@ -150,11 +150,19 @@ UAMP_ALL = sorted(UAMP_EVENT_CLASSES + UAMP_CODEC + UAMP_TYPES)
 DATA_NAMES = {"CLIENT_EVENT_TYPES", "SERVER_EVENT_TYPES", "converter", "ScriptedModel", *UAMP_TYPES}
 
 CLIENT_ALL = [
+    "AgentClient",
+    "AgentClientClosed",
+    "AgentClientError",
+    "CloseInfo",
     "ResponseResult",
+    "RpcError",
+    "RpcStream",
+    "SendQueueFull",
     "UampClient",
     "UampClientSession",
     "UampClosed",
     "UampError",
+    "open_agent_client",
     "open_uamp_client",
 ]
 

@@ -21,21 +21,12 @@ from .agent import Agent
 from .config import Config
 from .server import AgentServer, serve
 
-__all__ = ["main", "load_target"]
+__all__ = ["main", "load_target", "load_serve_target"]
 
 DEFAULT_TARGET = "trioagents._example:agent"
 
 
-def load_target(target: str) -> list[Agent] | AgentServer:
-    """Load agents from ``module[:attr]`` or ``path/to/file.py[:attr]``.
-
-    Without ``attr``, takes ``agents``, then ``agent``, then ``app``, then every ``Agent`` the
-    module defines. The value may be an ``Agent``, a list of them, an ``AgentServer``, or a
-    function returning one of those.
-
-    Raises:
-        SystemExit: the target cannot be imported or holds no agent (with a clear message).
-    """
+def _import(target: str) -> tuple[Any, str]:
     spec, _, attr = target.partition(":")
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec)
@@ -57,16 +48,22 @@ def load_target(target: str) -> list[Agent] | AgentServer:
             module = importlib.import_module(spec)
         except ImportError as exc:
             raise SystemExit(f"trioagents: cannot import {spec!r}: {exc}") from None
-    if attr:
-        if not hasattr(module, attr):
-            raise SystemExit(f"trioagents: {spec!r} has no attribute {attr!r}")
-        value: Any = getattr(module, attr)
-    else:
-        value = next(
-            (getattr(module, n) for n in ("agents", "agent", "app") if hasattr(module, n)), None
-        )
-        if value is None:
-            value = [v for v in vars(module).values() if isinstance(v, Agent)]
+    if attr and not hasattr(module, attr):
+        raise SystemExit(f"trioagents: {spec!r} has no attribute {attr!r}")
+    return module, attr
+
+
+def _is_connection_agent(value: Any) -> bool:
+    from .connections import ConnectionAgent
+
+    return (
+        isinstance(value, type)
+        and issubclass(value, ConnectionAgent)
+        and value is not ConnectionAgent
+    )
+
+
+def _agents_of(value: Any, target: str) -> list[Agent] | AgentServer:
     if callable(value) and not isinstance(value, (Agent, AgentServer, type)):
         try:
             inspect.signature(value).bind()
@@ -80,9 +77,67 @@ def load_target(target: str) -> list[Agent] | AgentServer:
         return [value]
     if isinstance(value, AgentServer):
         return value
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Agent) for v in value):
+    if isinstance(value, (list, tuple)) and all(isinstance(v, Agent) for v in value):
         return list(value)
-    raise SystemExit(f"trioagents: {target!r} holds no Agent")
+    return []
+
+
+def load_target(target: str) -> list[Agent] | AgentServer:
+    """Load agents from ``module[:attr]`` or ``path/to/file.py[:attr]``.
+
+    Without ``attr``, takes ``agents``, then ``agent``, then ``app``, then every ``Agent`` the
+    module defines. The value may be an ``Agent``, a list of them, an ``AgentServer``, or a
+    function returning one of those.
+
+    Raises:
+        SystemExit: the target cannot be imported or holds no agent (with a clear message).
+    """
+    loaded, _ = load_serve_target(target)
+    if not loaded:
+        raise SystemExit(f"trioagents: {target!r} holds no Agent")
+    return loaded
+
+
+def load_serve_target(target: str) -> tuple[list[Agent] | AgentServer, list[type[Any]]]:
+    """Load what ``trioagents serve TARGET`` serves: agents and connection-agent classes.
+
+    ``attr`` may name an agent, a list of agents, an ``AgentServer``, a factory, a
+    :class:`~trioagents.connections.ConnectionAgent` subclass, or a list mixing agents and
+    connection-agent classes. Without ``attr``: the agents as :func:`load_target` finds them,
+    plus ``connection_agents`` if the module defines it, else the ``ConnectionAgent``
+    subclasses the module itself defines.
+
+    Raises:
+        SystemExit: the target cannot be imported or holds neither (with a clear message).
+    """
+    module, attr = _import(target)
+    connection_agents: list[type[Any]] = []
+    if attr:
+        value: Any = getattr(module, attr)
+        if _is_connection_agent(value):
+            return [], [value]
+        if isinstance(value, (list, tuple)):
+            connection_agents = [v for v in value if _is_connection_agent(v)]
+            value = [v for v in value if not _is_connection_agent(v)]
+    else:
+        value = next(
+            (getattr(module, n) for n in ("agents", "agent", "app") if hasattr(module, n)), None
+        )
+        if value is None:
+            value = [v for v in vars(module).values() if isinstance(v, Agent)]
+        declared = getattr(module, "connection_agents", None)
+        if declared is not None:
+            connection_agents = [v for v in declared if _is_connection_agent(v)]
+        else:
+            connection_agents = [
+                v
+                for v in vars(module).values()
+                if _is_connection_agent(v) and v.__module__ == module.__name__
+            ]
+    loaded = _agents_of(value, target)
+    if not loaded and not connection_agents:
+        raise SystemExit(f"trioagents: {target!r} holds no Agent")
+    return loaded, connection_agents
 
 
 def _transports(a2a_db: str | None) -> tuple[type, ...]:
@@ -98,16 +153,26 @@ def _transports(a2a_db: str | None) -> tuple[type, ...]:
 
 def _print_urls(server: AgentServer, urls: list[str]) -> None:
     for url in urls:
+        ws_url = "ws" + url[4:]
         print(f"trioagents listening on {url}", flush=True)
         for name in server.agents:
-            base = f"{url}/agents/{name}"
-            ws = "ws" + base[4:]
+            base = f"/agents/{name}"
             print(f"  agent {name!r}:", flush=True)
-            print(f"    chat completions  POST {base}/v1/chat/completions", flush=True)
-            print(f"    UAMP              {ws}/uamp", flush=True)
+            print(f"    chat completions  POST {url}{base}/v1/chat/completions", flush=True)
+            print(f"    UAMP              {ws_url}{base}/uamp", flush=True)
+            print(f"    OpenAI Realtime   {ws_url}{base}/v1/realtime", flush=True)
+            print(f"    A2A               {url}{base}/a2a", flush=True)
+            print(f"    ACP               {url}{base}/acp", flush=True)
+            print(f"    chat page         {url}{base}/chat", flush=True)
+        for entry in server.connections.entries:
+            print(
+                f"  connection agent {entry.name!r}: {ws_url}/agents/{entry.name}/{{instance}}",
+                flush=True,
+            )
         if server.runtime.default_agent is not None:
             print(
-                f"  single-agent mode: {url}/v1/chat/completions (any model), {'ws' + url[4:]}/uamp",
+                f"  single-agent mode: {url}/v1/chat/completions (any model), {ws_url}/uamp, "
+                f"chat page {url}/",
                 flush=True,
             )
     print("Press Ctrl+C to stop.", flush=True)
@@ -163,11 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = Config.load(
                 file=args.config, host=args.host, port=args.port, default_agent=args.agent
             )
-            loaded = load_target(args.target)
+            loaded, connection_agents = load_serve_target(args.target)
             if isinstance(loaded, AgentServer):
                 server = loaded
             else:
-                server = AgentServer(loaded, config=config, transports=_transports(args.a2a_db))
+                server = AgentServer(
+                    loaded,
+                    config=config,
+                    transports=_transports(args.a2a_db),
+                    connection_agents=connection_agents,
+                )
         except (ValueError, OSError) as exc:
             # Bad options are the user's to fix: one line, no traceback.
             print(f"trioagents: {exc}", file=sys.stderr)

@@ -26,6 +26,8 @@ from starlette.websockets import WebSocket
 from .. import uamp
 from ..agent import Agent
 from ..config import Config
+from ..connections import ConnectionAgent, ConnectionHost
+from ..connections._web import web_routes
 from ..protocols.completions import CompletionsError
 from ..transports import DEFAULT_TRANSPORTS, Runtime
 from ..transports.completions import models_body, openai_error, read_body
@@ -62,6 +64,9 @@ class AgentServer:
         ids: id factory (inject :class:`~trioagents.uamp.SequentialIds` for deterministic tests).
         clock: wall clock (inject :class:`~trioagents.uamp.FixedClock` in tests).
         transports: transport skill classes added to every agent that lacks them.
+        connection_agents: :class:`~trioagents.connections.ConnectionAgent` classes served at
+            ``WS /agents/{agent}/{instance}`` (PROTOCOLS.md §4); their state stores and
+            instances live as long as the server.
 
     Raises:
         ValueError: two agents share a name, or ``config.default_agent`` names no agent.
@@ -75,6 +80,7 @@ class AgentServer:
         ids: uamp.IdFactory | None = None,
         clock: uamp.Clock | None = None,
         transports: Iterable[type] = DEFAULT_TRANSPORTS,
+        connection_agents: Iterable[type[ConnectionAgent]] = (),
     ) -> None:
         config = config or Config()
         self._transports = tuple(transports)
@@ -95,6 +101,8 @@ class AgentServer:
             ids=ids or uamp.RandomIds(),
             clock=clock or uamp.SystemClock(),
         )
+        self.connections = ConnectionHost(self.runtime, connection_agents)
+        """The connection agents (§4): their instances, stores and routes."""
         self.app = Starlette(
             routes=self._routes(),
             lifespan=self._lifespan,
@@ -129,6 +137,7 @@ class AgentServer:
                 hook = getattr(transport, "lifespan", None)
                 if hook is not None:
                     await stack.enter_async_context(hook(self.runtime))
+            await stack.enter_async_context(self.connections.lifespan())
             try:
                 yield
             finally:
@@ -191,6 +200,10 @@ class AgentServer:
                 if default.name in wtable and path not in taken:
                     routes.append(WebSocketRoute(path, self._dispatch_ws(path, default.name)))
         routes.extend(extra)
+        # Connection agents' WS /agents/{agent}/{instance} (and the demo page, /static/…) go
+        # after everything else: an agent's own endpoints and transport routes always win.
+        routes.extend(web_routes(self.runtime))
+        routes.extend(self.connections.routes())
         return routes
 
     def _agent_of(self, params: dict[str, Any], fixed: str | None) -> Agent | None:

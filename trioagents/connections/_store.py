@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import trio
+
+from .._sqlite import SqliteDatabase
 
 __all__ = ["StateStore", "MemoryStateStore", "SqliteStateStore", "StoredState"]
 
@@ -97,40 +98,16 @@ class SqliteStateStore(StateStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RuntimeError("the state store is not open")
-            return await trio.to_thread.run_sync(fn, conn)
+        self._db = SqliteDatabase(path, schema=[_SCHEMA], version=1, name="connection-agent state")
+        self._run = self._db.run
 
     async def open(self) -> None:
         """Open the database (WAL mode) and create the table if needed."""
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await trio.to_thread.run_sync(connect)
+        await self._db.open()
 
     async def aclose(self) -> None:
         """Close the connection. Idempotent."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await trio.to_thread.run_sync(conn.close)
+        await self._db.aclose()
 
     async def load(self, agent: str, instance: str) -> StoredState | None:
         """The saved ``(state, version)``, or None."""

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
 
+from ..._sqlite import SqliteDatabase
 from ...protocols.a2a import TERMINAL_STATES, Task, task_from_json, task_to_json
 
 __all__ = ["TaskStore", "MemoryTaskStore", "SqliteTaskStore", "SCHEMA_VERSION"]
@@ -148,49 +149,16 @@ class SqliteTaskStore(TaskStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RuntimeError("the task store is not open")
-            return await trio.to_thread.run_sync(fn, conn)
+        self._db = SqliteDatabase(path, schema=_SCHEMA, version=SCHEMA_VERSION, name="A2A task")
+        self._run = self._db.run
 
     async def open(self) -> None:
         """Open the database, set WAL mode and create or check the schema."""
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                (version,) = conn.execute("PRAGMA user_version").fetchone()
-                if version > SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path} has A2A task schema {version}; this trioagents knows "
-                        f"up to {SCHEMA_VERSION}"
-                    )
-                with conn:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await trio.to_thread.run_sync(connect)
+        await self._db.open()
 
     async def aclose(self) -> None:
         """Close the connection. Idempotent."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await trio.to_thread.run_sync(conn.close)
+        await self._db.aclose()
 
     async def save(self, task: Task) -> None:
         """Insert or replace ``task``."""

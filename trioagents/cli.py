@@ -1,5 +1,10 @@
-"""The ``trioagents`` command: ``trioagents serve [TARGET] [--host --port --agent …]`` and
-``trioagents acp [TARGET] [--agent NAME]`` (ACP over stdio, for editors)."""
+"""The ``trioagents`` command.
+
+``trioagents serve [TARGET] [--host --port --agent …]`` serves agents;
+``trioagents acp [TARGET] [--agent NAME]`` speaks ACP over stdio (for editors);
+``trioagents hub …`` runs the hub dial-out agents connect to;
+``trioagents connect TARGET --portal-ws-url URL --token T`` runs such a daemon.
+"""
 
 from __future__ import annotations
 
@@ -192,6 +197,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .transports.acp import main_acp
 
         return main_acp(args_list[1:])
+    if args_list[:1] == ["hub"]:
+        from .hub import main_hub
+
+        return main_hub(args_list[1:])
+    if args_list[:1] == ["connect"]:
+        from .portal import main_connect
+
+        return main_connect(args_list[1:])
     parser = argparse.ArgumentParser(prog="trioagents", description="Serve trio agents.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="serve agents over HTTP and WebSocket")
@@ -214,6 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "':memory:' keeps them in memory)",
     )
     p.add_argument("--log-level", default="INFO")
+    sub.add_parser(
+        "hub",
+        help="run the hub that dial-out agents connect to: trioagents hub [--port --db --token]",
+        add_help=False,
+    )
+    sub.add_parser(
+        "connect",
+        help="run a daemon that dials out to a hub: trioagents connect TARGET --portal-ws-url",
+        add_help=False,
+    )
     sub.add_parser(
         "acp",
         help="serve one agent over ACP on stdio (for editors): trioagents acp [TARGET] [--agent]",

@@ -43,6 +43,10 @@ RESPONSE_ERROR_CODES = frozenset(
         "unsupported_modality",
         "rate_limit_exceeded",
         "internal_error",
+        # routing through a hub (PROTOCOLS.md §2)
+        "agent_not_found",
+        "agent_offline",
+        "agent_timeout",
     }
 )
 """The ``response.error`` codes of PROTOCOLS.md §1.3; any other error code is reported as

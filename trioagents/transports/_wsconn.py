@@ -92,6 +92,16 @@ class WebSocketConnection:
         except trio.WouldBlock:  # a client that floods us while not reading is stuck
             self._stuck()
 
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start a task that lives as long as the connection's work (cancelled on close).
+
+        Raises:
+            RuntimeError: the connection is not being served.
+        """
+        if self._nursery is None:
+            raise RuntimeError("the connection is not being served")
+        self._nursery.start_soon(fn, *args)
+
     def handle_frame(self, message: dict[str, Any]) -> None:
         """Handle one ``websocket.receive`` ASGI message. Must not block."""
         raise NotImplementedError

@@ -49,6 +49,9 @@ _STATUS = {
     "rate_limit_exceeded": (429, "rate_limit_error"),
     "upstream_unavailable": (503, "server_error"),
     "tool_timeout": (504, "server_error"),
+    "agent_not_found": (404, "invalid_request_error"),
+    "agent_offline": (503, "server_error"),
+    "agent_timeout": (504, "server_error"),
 }
 
 

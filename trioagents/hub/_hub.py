@@ -3,6 +3,7 @@
 Routes::
 
     GET  /health, /agents                       who is registered, who is online
+    GET  /v1/models, /agents/{name}/v1/models   callable agents as OpenAI models (also /models)
     WS   /ws                                    PortalConnect daemons (§2)
     POST /agents/{name}/chat/completions        callers (Completions, §5), also /v1/…
     POST /v1/chat/completions                   callers, agent = ``model``
@@ -35,7 +36,7 @@ from ..config import Config
 from ..protocols.completions import CompletionsError
 from ..transports._runtime import Runtime
 from ..transports._wsconn import send_close
-from ..transports.completions import handle_completion, openai_error, read_body
+from ..transports.completions import handle_completion, models_body, openai_error, read_body
 from ..transports.uamp import serve_uamp_socket
 from ._links import DaemonLink, Inbound
 from ._relay import RelayHub
@@ -119,6 +120,10 @@ class Hub:
                 Route("/health", self._health),
                 Route("/agents", self._agents),
                 WebSocketRoute("/ws", self._daemon_socket),
+                Route("/v1/models", self._models),
+                Route("/models", self._models),
+                Route("/agents/{agent}/models", self._agent_models),
+                Route("/agents/{agent}/v1/models", self._agent_models),
                 Route("/v1/chat/completions", self._completions_by_model, methods=["POST"]),
                 Route("/agents/{agent}/chat/completions", self._completions, methods=["POST"]),
                 Route("/agents/{agent}/v1/chat/completions", self._completions, methods=["POST"]),
@@ -277,6 +282,30 @@ class Hub:
         await serve_uamp_socket(ws, self.proxy(name), pinned=True)
 
     # -- info -----------------------------------------------------------------------------------
+
+    async def callable_agents(self) -> list[str]:
+        """Names a caller can reach now through Completions/UAMP, sorted: agents whose daemon
+        is connected, and agents with an ``agent_url``. (Relay agents answer apps on
+        ``/v1/ws/app`` only, so they are not models.)"""
+        names = set(self.online)
+        names.update(r.name for r in await self.store.list_agents() if r.agent_url)
+        return sorted(names)
+
+    async def _models(self, request: Request) -> Response:
+        names = await self.callable_agents()
+        return JSONResponse(models_body([self.proxy(n) for n in names], self.runtime.clock.now_s()))
+
+    async def _agent_models(self, request: Request) -> Response:
+        name = request.path_params["agent"]
+        if not await self._known(name):
+            return openai_error(
+                f"The model {name!r} does not exist",
+                status=404,
+                param="model",
+                code="model_not_found",
+            )
+        agents = [self.proxy(name)] if await self.reachable(name) else []
+        return JSONResponse(models_body(agents, self.runtime.clock.now_s()))
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "online": len(self.online) + len(self.relay.agents)})

@@ -66,6 +66,11 @@ class RelayHub:
         self.agents: dict[str, _AgentLink] = {}
         """Agent id → its live socket."""
         self.pending: dict[str, _Pending] = {}
+        """Accepted events without a terminal message yet (event id → event)."""
+        self.retiring: set[_AgentLink] = set()
+        """Replaced agent sockets still finishing their in-flight events."""
+        self.late_terminals = 0
+        """Terminal messages for events that had already ended (ignored)."""
 
     async def _authorize(self, ws: WebSocket, kind: str, prefix: str) -> Identity | None:
         auth = ws.headers.get("authorization", "")
@@ -116,6 +121,19 @@ class RelayHub:
             return
         pending.timer.cancel()
         pending.app.reply(message)
+        for link in self.retiring:
+            if link.agent_id == pending.agent_id:
+                link.poke()
+
+    async def wait_late_terminals(self, count: int) -> None:
+        """Wait until at least ``count`` late terminal messages were ignored."""
+        while self.late_terminals < count:
+            await self.hub._changed.wait()
+
+    def late_terminal(self) -> None:
+        """An agent answered an event that already ended (e.g. ``AGENT_OFFLINE``): ignored."""
+        self.late_terminals += 1
+        self.hub._notify()
 
     def fail(self, pending: _Pending, code: str, message: str) -> None:
         """End one pending event with an error."""
@@ -151,16 +169,47 @@ class _AgentLink(WebSocketConnection):
         self.relay = relay
         self.agent_id = agent_id
         self.sent: set[str] = set()
+        self.replaced = False
         self._heard = trio.Event()
+        self._idle = trio.Event()
 
     async def on_open(self) -> None:
         old = self.relay.agents.get(self.agent_id)
         self.relay.agents[self.agent_id] = self
         if old is not None:
-            old.close(4002, "replaced by a newer connection")
+            old.retire()
         self.relay.hub._notify()
         assert self._nursery is not None
         self._nursery.start_soon(self._keepalive)
+
+    def in_flight(self) -> bool:
+        """Whether events forwarded on this socket still wait for their terminal message."""
+        return any(eid in self.relay.pending for eid in self.sent)
+
+    def retire(self) -> None:
+        """A newer socket of the agent took over: new events go there; this one closes with
+        4002 once its in-flight events have ended (rotation drains), or after
+        ``agent_timeout``."""
+        self.replaced = True
+        if not self.in_flight() or self._nursery is None:
+            self.close(4002, "replaced by a newer connection")
+        else:
+            self._nursery.start_soon(self._close_when_idle)
+
+    async def _close_when_idle(self) -> None:
+        self.relay.retiring.add(self)
+        try:
+            with trio.move_on_after(self.relay.agent_timeout):
+                while self.in_flight():
+                    self._idle = trio.Event()
+                    await self._idle.wait()
+        finally:
+            self.relay.retiring.discard(self)
+        self.close(4002, "replaced by a newer connection")
+
+    def poke(self) -> None:
+        """One of the agent's events ended (a retiring socket re-checks what it waits for)."""
+        self._idle.set()
 
     async def serve(self, receive: Callable[[], Awaitable[Any]]) -> None:
         try:
@@ -212,6 +261,8 @@ class _AgentLink(WebSocketConnection):
         eid = obj.get("event_id")
         pending = self.relay.pending.get(eid) if isinstance(eid, str) else None
         if pending is None or pending.agent_id != self.agent_id:
+            if kind in ("reply", "error") and isinstance(eid, str):
+                self.relay.late_terminal()
             return
         if kind == "token" and isinstance(obj.get("token"), str):
             pending.app.reply(rp.token(pending.event_id, obj["token"], agent_id=self.agent_id))

@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -16,11 +16,45 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from ..agent import Agent
 from ..config import Config
+from ..transports import Runtime
 from ._app import AgentServer
 
 __all__ = ["serve", "hypercorn_config"]
 
 log = logging.getLogger("trioagents.server")
+
+
+class _Served(Protocol):
+    """An ASGI app with a runtime (its config and draining event)."""
+
+    runtime: Runtime
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None: ...
+
+
+def _guard_hypercorn() -> None:
+    # Hypercorn 0.18's TCPServer._close sends EOF outside its send lock; if that overlaps a
+    # send (both ends closing a WebSocket at once) send_all raises BusyResourceError, which
+    # nothing catches, and the whole server's task group goes down. Treat it as what it is:
+    # the connection is closing.
+    from hypercorn.events import Closed
+    from hypercorn.trio.tcp_server import TCPServer
+
+    if getattr(TCPServer.protocol_send, "_trioagents_guarded", False):
+        return
+    original = TCPServer.protocol_send
+
+    async def protocol_send(self: Any, event: Any) -> None:
+        try:
+            await original(self, event)
+        except trio.BusyResourceError:
+            await self.protocol.handle(Closed())
+
+    protocol_send._trioagents_guarded = True  # type: ignore[attr-defined]
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+
+
+_guard_hypercorn()
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -61,7 +95,7 @@ def _signals() -> Iterator[Callable[[], Awaitable[None]]]:
 
 
 async def serve(
-    app: AgentServer | Agent | Iterable[Agent],
+    app: AgentServer | Agent | Iterable[Agent] | _Served,
     config: Config | None = None,
     *,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
@@ -80,11 +114,13 @@ async def serve(
     Cancelling ``serve`` stops everything at once (still cleaning up every task it started).
 
     Args:
-        app: an :class:`AgentServer`, or agents to build one from.
+        app: an :class:`AgentServer` (or another app with a ``runtime``, like the hub), or
+            agents to build one from.
         config: used when ``app`` is not already an :class:`AgentServer`.
         shutdown_trigger: an async function; when it returns, shutdown begins.
     """
-    server = app if isinstance(app, AgentServer) else AgentServer(app, config=config)
+    # Anything with a runtime is already an app (AgentServer, the hub); else build one.
+    server: Any = app if hasattr(app, "runtime") else AgentServer(app, config=config)  # type: ignore[arg-type]
     cfg = server.config
     hc = hypercorn_config(cfg)
 

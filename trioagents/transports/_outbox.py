@@ -85,21 +85,31 @@ class Outbox:
         on_stuck: called when the peer stops reading.
         merge: combines a batch of queued events before writing (default: text-delta merge).
         control_size: control-lane bound (replies from the reader).
+        write_batch: instead of ``write``/``render``: writes a whole merged batch at once (one
+            SSE chunk or one syscall for carriers that can).
+        on_broken: if given, a write that fails because the peer is gone closes the outbox and
+            calls it, and the writer returns (instead of raising).
     """
 
     def __init__(
         self,
-        write: Callable[[str], Awaitable[None]],
-        render: Callable[[Any], str],
+        write: Callable[[str], Awaitable[None]] | None = None,
+        render: Callable[[Any], str] | None = None,
         *,
         size: int,
         send_timeout: float,
         on_stuck: Callable[[], None],
         merge: Callable[[list[Any]], list[Any]] = merge_text_deltas,
         control_size: int = 64,
+        write_batch: Callable[[list[Any]], Awaitable[None]] | None = None,
+        on_broken: Callable[[], None] | None = None,
     ) -> None:
+        if (write is None) == (write_batch is None):
+            raise TypeError("give either write (with render) or write_batch")
         self._write = write
-        self._render = render
+        self._render = render or str
+        self._write_batch = write_batch
+        self._on_broken = on_broken
         self._size = size
         self._control_size = control_size
         self._send_timeout = send_timeout
@@ -185,8 +195,23 @@ class Outbox:
                 batch.append(data.popleft())
             self._room.unpark_all()
             self.events_sent += len(batch)
-            for ev in self._merge(batch):
-                if self._closed:
-                    break
-                await self._write(self._render(ev))
-                self.frames_sent += 1
+            try:
+                await self._write_out(self._merge(batch))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                if self._on_broken is None:
+                    raise
+                self.close()
+                self._on_broken()
+                return
+
+    async def _write_out(self, batch: list[Any]) -> None:
+        if self._write_batch is not None:
+            await self._write_batch(batch)
+            self.frames_sent += 1
+            return
+        assert self._write is not None
+        for ev in batch:
+            if self._closed:
+                break
+            await self._write(self._render(ev))
+            self.frames_sent += 1

@@ -27,7 +27,6 @@ unless the peer is gone (:meth:`AcpConnection.abort`).
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import metadata as _metadata
 from typing import Any
@@ -40,6 +39,7 @@ from ..._errors import RemoteProtocolError
 from ...agent import Agent, Context, Message, Session, messages_from_openai, run_response
 from ...agent._agent import ToolArgumentError
 from ...protocols import acp, jsonrpc as rpc
+from .._outbox import Outbox
 from .._runtime import Runtime
 
 __all__ = ["AcpConnection", "Outgoing", "WriteBatch", "sync_reply", "run_seed", "SERVER_VERSION"]
@@ -51,8 +51,6 @@ try:
 except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     SERVER_VERSION = "0.0.0"
 """The version reported in ``agentInfo`` / ``serverInfo``."""
-
-_BATCH = 128
 
 
 @attrs.frozen
@@ -86,100 +84,6 @@ def _merge(batch: list[Outgoing]) -> list[Outgoing]:
             out.extend(Outgoing(m, sid) for m in acp.merge_chunks([o.message for o in batch[i:j]]))
         i = j
     return out
-
-
-class _Writer:
-    """The bounded outbound queue of one connection and its single writer task.
-
-    Same contract as :class:`~trioagents.transports._outbox.Outbox`, but the writer hands
-    the carrier a whole batch at once and a failed write means the peer is gone.
-    """
-
-    def __init__(
-        self,
-        write: WriteBatch,
-        *,
-        size: int,
-        send_timeout: float,
-        on_stuck: Callable[[], None],
-        on_broken: Callable[[], None],
-        control_size: int = 64,
-    ) -> None:
-        self._write = write
-        self._size = size
-        self._send_timeout = send_timeout
-        self._on_stuck = on_stuck
-        self._on_broken = on_broken
-        self._control_size = control_size
-        self._data: deque[Outgoing] = deque()
-        self._control: deque[Outgoing] = deque()
-        self._room = trio.lowlevel.ParkingLot()
-        self._ready = trio.Event()
-        self.closed = False
-        self._finishing = False
-
-    def close(self) -> None:
-        """The peer is gone: drop queued and future messages. Idempotent."""
-        self.closed = True
-        self._data.clear()
-        self._control.clear()
-        self._room.unpark_all()
-        self._ready.set()
-
-    def finish(self) -> None:
-        """No more messages: the writer drains the queue and returns. Idempotent."""
-        self._finishing = True
-        self._ready.set()
-
-    def send_control_nowait(self, item: Outgoing) -> None:
-        """Queue a reply from the reader, ahead of queued data, without waiting.
-
-        Raises:
-            trio.WouldBlock: the control lane is full (the peer is not reading).
-        """
-        if self.closed or self._finishing:
-            return
-        if len(self._control) >= self._control_size:
-            raise trio.WouldBlock
-        self._control.append(item)
-        self._ready.set()
-
-    async def send(self, item: Outgoing) -> None:
-        """Queue ``item``, waiting for room; stuck for ``send_timeout`` calls ``on_stuck``."""
-        if len(self._data) >= self._size and not self.closed:
-            with trio.move_on_after(self._send_timeout):
-                while len(self._data) >= self._size and not self.closed:
-                    await self._room.park()
-            if len(self._data) >= self._size and not self.closed:
-                self._on_stuck()
-                await trio.sleep_forever()
-        else:
-            await trio.lowlevel.checkpoint()
-        if not (self.closed or self._finishing):
-            self._data.append(item)
-            self._ready.set()
-
-    async def run(self) -> None:
-        """The writer task: drain both lanes until :meth:`finish`, :meth:`close` or cancel."""
-        while True:
-            if not self._data and not self._control:
-                if self._finishing or self.closed:
-                    return
-                self._ready = trio.Event()
-                await self._ready.wait()
-                continue
-            batch = list(self._control)
-            self._control.clear()
-            for _ in range(min(len(self._data), _BATCH)):
-                batch.append(self._data.popleft())
-            self._room.unpark_all()
-            try:
-                await self._write(_merge(batch))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                log.debug("ACP peer went away while writing", exc_info=True)
-                self.close()
-                self._on_broken()
-                return
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,8 +285,9 @@ class AcpConnection:
         self.client_capabilities: dict[str, Any] | None = None
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
-        self.writer = _Writer(
-            write,
+        self.writer = Outbox(
+            write_batch=write,
+            merge=_merge,
             size=runtime.config.outbound_queue_size,
             send_timeout=runtime.config.send_timeout,
             on_stuck=self._stuck,

@@ -6,6 +6,7 @@ import contextvars
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -31,6 +32,8 @@ from ._schema import function_schema
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.websockets import WebSocket
+
+    from ..payments import PaymentError, PaymentsService, Pricing, TurnPayment
 
 __all__ = [
     "Agent",
@@ -80,6 +83,7 @@ class ToolSpec:
         fn: the function (bound method for skill tools).
         context_param: name of the parameter that receives the :class:`Context`, if any.
         thread: run a synchronous ``fn`` in a worker thread.
+        price: what one call costs on a paid agent (``@tool(price=…)``), else ``None``.
     """
 
     name: str
@@ -88,6 +92,7 @@ class ToolSpec:
     fn: Callable[..., Any]
     context_param: str | None = None
     thread: bool = False
+    price: Decimal | None = None
 
     @classmethod
     def from_function(
@@ -97,6 +102,7 @@ class ToolSpec:
         name: str | None = None,
         description: str | None = None,
         thread: bool = False,
+        price: Decimal | None = None,
     ) -> ToolSpec:
         """Build a spec from ``fn``'s signature and docstring."""
         ctx_param = None
@@ -113,6 +119,7 @@ class ToolSpec:
             fn=fn,
             context_param=ctx_param,
             thread=thread,
+            price=price,
         )
 
     @property
@@ -215,6 +222,9 @@ class Agent:
         handoffs: other agents the model may transfer the conversation to.
         description: one line for agent cards and ``/agents``.
         max_steps: bound on LLM calls per response (default from :class:`~trioagents.Config`).
+        pricing: what the agent charges (:class:`~trioagents.payments.Pricing`); a paid agent
+            needs a payment token per turn when the server has a payment backend
+            (PROTOCOLS.md §9). Tools may add their own ``@tool(price=…)``.
 
     Subclasses may decorate their own methods exactly like a :class:`Skill`.
 
@@ -233,6 +243,7 @@ class Agent:
         handoffs: Iterable[Agent] = (),
         description: str = "",
         max_steps: int | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         if not AGENT_NAME_RE.fullmatch(name):
             raise ValueError(
@@ -243,6 +254,7 @@ class Agent:
         self.description = description or (instructions.splitlines()[0] if instructions else "")
         self.model: Model = model if model is not None else BuiltinModel()
         self.max_steps = max_steps
+        self.pricing: Pricing | None = pricing
         self.skills: list[Skill] = []
         self.tools: dict[str, ToolSpec] = {}
         self.handoffs: dict[str, _Handoff] = {}
@@ -285,6 +297,7 @@ class Agent:
                 name=meta.name if meta else None,
                 description=meta.description if meta else None,
                 thread=meta.thread if meta else False,
+                price=meta.price if meta else None,
             )
         if spec.name in self.tools or spec.name in self.handoffs:
             raise ValueError(f"agent {self.name!r} already has a tool named {spec.name!r}")
@@ -362,6 +375,7 @@ class Agent:
                                 name=meta.name,
                                 description=meta.description,
                                 thread=meta.thread,
+                                price=meta.price,
                             )
                         )
                     elif isinstance(meta, HookMeta):
@@ -455,6 +469,11 @@ class Session:
 
 WaitToolResults = Callable[[list[uamp.ToolCallInfo]], Awaitable[dict[str, uamp.ToolResultInfo]]]
 
+WaitPayment = Callable[["PaymentError"], Awaitable[str]]
+"""How an in-band transport receives a payment token: called after the run loop emitted
+``payment.required`` for the error, it returns the next token the client submits for this
+response (raw, any §0.2 format). The run loop verifies it and calls again after a bad one."""
+
 
 @attrs.define(eq=False)
 class Context:
@@ -480,6 +499,14 @@ class Context:
         returned_calls: client tool calls handed back to the caller (``return`` mode).
         committed_chunks: how many of ``text``'s chunks an assistant message already holds.
         open_calls: tool calls of the last assistant message still waiting for results.
+        payments: the server's payment service (``runtime.services["payments"]``); ``None``
+            means nothing is charged, whatever the agent's pricing.
+        payment_token: the payment token the client gave for this turn (raw, §0.2 formats).
+        wait_payment: set by transports that negotiate payment in-band (UAMP): how to wait
+            for ``payment.submit``; ``None`` (Completions) ends the response with the payment
+            error instead.
+        payment: the turn's :class:`~trioagents.payments.TurnPayment` while a paid turn runs
+            (and after it, for its totals); ``None`` for free turns.
     """
 
     session: Session
@@ -501,6 +528,10 @@ class Context:
     committed_chunks: int = 0
     open_calls: list[uamp.ToolCallInfo] = attrs.field(factory=list)
     tool_scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+    payments: PaymentsService | None = None
+    payment_token: str | None = None
+    wait_payment: WaitPayment | None = None
+    payment: TurnPayment | None = None
 
     @property
     def agent(self) -> Agent:

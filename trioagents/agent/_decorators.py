@@ -9,6 +9,7 @@ through exactly the same path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar, overload
 
 import attrs
@@ -41,6 +42,7 @@ class ToolMeta:
     name: str | None
     description: str | None
     thread: bool
+    price: Decimal | None = None
 
 
 @attrs.frozen
@@ -103,7 +105,11 @@ def metadata(obj: Any) -> tuple[Meta, ...]:
 def tool(fn: F, /) -> F: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, thread: bool = False
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    thread: bool = False,
+    price: Decimal | str | int | None = None,
 ) -> Callable[[F], F]: ...
 def tool(
     fn: F | None = None,
@@ -112,6 +118,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     thread: bool = False,
+    price: Decimal | str | int | None = None,
 ) -> F | Callable[[F], F]:
     """Expose a function to the model as a tool.
 
@@ -125,10 +132,24 @@ def tool(
         name: tool name (default: the function name).
         description: overrides the docstring summary.
         thread: run a synchronous tool with ``trio.to_thread.run_sync``.
+        price: what one call costs on a paid agent (a decimal string, ``Decimal`` or int,
+            never a float); charged before the tool runs (PROTOCOLS.md §9, see
+            :class:`~trioagents.payments.Pricing`).
+
+    Raises:
+        TypeError: ``price`` is a float.
+        ValueError: ``price`` is negative or not a number.
     """
+    amount: Decimal | None = None
+    if price is not None:
+        from ..payments._errors import to_decimal  # the money rules live with payments
+
+        amount = to_decimal(price)
+        if amount is not None and amount < 0:
+            raise ValueError(f"a tool price cannot be negative: {price!r}")
 
     def deco(f: F) -> F:
-        return _mark(f, ToolMeta(name=name, description=description, thread=thread))
+        return _mark(f, ToolMeta(name=name, description=description, thread=thread, price=amount))
 
     return deco(fn) if fn is not None else deco
 

@@ -15,19 +15,51 @@ response with them), and feed results back. Then it emits exactly one of ``respo
   cancellation propagates: **no cancel is ever swallowed**.
 
 An agent tool that raises does not fail the response: the model sees the error as the tool's
-result (``is_error``), which is what models are trained to recover from.
+result (``is_error``), which is what models are trained to recover from — except a
+:class:`~trioagents.payments.PaymentError`, which ends (or suspends) the turn.
+
+Payments (PROTOCOLS.md §9): when ``ctx.payments`` is set and the agent charges something
+(:func:`~trioagents.payments.effective_pricing`), the turn needs a verified payment token
+before any work: without one (or with a bad one) the response ends with
+``response.error{payment_failed}`` whose ``details`` rebuild the
+:class:`~trioagents.payments.PaymentError` (Completions turns it into a 402), or — when the
+transport negotiates in-band (``ctx.wait_payment``, UAMP) — the loop emits
+``payment.required{extra.action:"pay"}`` and waits, within ``payment_timeout``, for a valid
+submission (``payment.error{can_retry:true}`` after each bad one, ``payment.accepted`` after
+the good one). The steps then run inside a :class:`~trioagents.payments.TurnPayment`: each agent
+tool call is charged before it runs and each model step's usage after it; a charge the token
+cannot cover suspends the charging task in place and negotiates a ``topup`` the same way (or
+ends the response with ``INSUFFICIENT_TOKEN_BALANCE`` when there is no ``wait_payment``). The
+locks are settled before ``response.done`` and released on every other outcome, cancellation
+included; in-band transports get a ``payment.balance`` after the ``response.done``, and a
+``payment.error{payment_timeout, can_retry:false}`` before a ``response.error{payment_timeout}``.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import aclosing
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
 import trio
 
 from .. import uamp
 from .._errors import AgentError, MaxStepsExceeded, ToolTimeout, TrioAgentsError
+from ..payments import (
+    InsufficientTokenBalanceError,
+    PaymentError,
+    PaymentTimeoutError,
+    PaymentTokenRequiredError,
+    Pricing,
+    TurnPayment,
+    VerifiedPayment,
+    effective_pricing,
+    render_payment_accepted,
+    render_payment_balance,
+    render_payment_error,
+    render_payment_required,
+)
 from ._agent import Agent, Context, ToolArgumentError, _current_call, _maybe_await
 from ._messages import Message
 from ._model import ModelRequest, TextChunk, ThinkingChunk, ToolCallRequest, Usage
@@ -93,8 +125,7 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
         await ctx.emit(uamp.ResponseCreated(response_id=rid, session_id=sid))
     terminal: uamp.ServerEvent
     try:
-        await ctx.agent.run_hooks("on_message", ctx)
-        await _steps(ctx)
+        await _paid_turn(ctx)
     except BaseException as exc:
         if not isinstance(exc, Exception) and not is_cancellation(exc):
             raise  # KeyboardInterrupt, SystemExit: never turned into an event
@@ -114,6 +145,8 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
                     await _finalize(ctx)
             raise
         err = _first_error(exc)
+        if isinstance(err, PaymentTimeoutError) and ctx.wait_payment is not None:
+            await ctx.emit(render_payment_error(err, can_retry=False, session_id=sid))
         if isinstance(err, TrioAgentsError):
             code, details = err.code, dict(err.details or {})
             if code not in RESPONSE_ERROR_CODES:
@@ -144,7 +177,145 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
     await ctx.emit(terminal)
     with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
         await _finalize(ctx)
+    if ctx.payment is not None and ctx.wait_payment is not None:
+        await _emit_balance(ctx, ctx.payment)
     return terminal
+
+
+# --------------------------------------------------------------------------------------------
+# Payments
+# --------------------------------------------------------------------------------------------
+
+
+async def _paid_turn(ctx: Context) -> None:
+    """The hooks and steps of one turn, inside a :class:`TurnPayment` when the turn is paid."""
+    service = ctx.payments
+    pricing = effective_pricing(ctx.agent) if service is not None else None
+    if service is None or pricing is None:
+        await ctx.agent.run_hooks("on_message", ctx)
+        await _steps(ctx)
+        return
+    verified = await _pay_token(ctx, pricing)
+
+    async def topup(err: InsufficientTokenBalanceError) -> str | None:
+        # The token (topped up, or another one) must cover what the open locks lack.
+        requested = Decimal(str((err.details or {}).get("requested", err.amount or 0)))
+        return (await _negotiate(ctx, err, requested - pay.remaining)).token_id
+
+    pay = TurnPayment(
+        service.backend,
+        verified.token_id,
+        pricing=pricing,
+        topup=topup if ctx.wait_payment is not None else None,
+        payment_timeout=ctx.config.payment_timeout,
+        cleanup_timeout=ctx.config.cleanup_timeout,
+    )
+    ctx.payment = pay
+    async with pay:
+        await ctx.agent.run_hooks("on_message", ctx)
+        await _steps(ctx)
+
+
+def _asked_amount(pricing: Pricing) -> Decimal:
+    """What a turn asks for up front: the reserve, else the first non-zero price."""
+    for value in (
+        pricing.turn_reserve,
+        pricing.per_turn,
+        pricing.per_tool_call,
+        *pricing.tools.values(),
+        pricing.per_output_token,
+        pricing.per_input_token,
+    ):
+        if value > 0:
+            return value
+    return Decimal(0)
+
+
+async def _pay_token(ctx: Context, pricing: Pricing) -> VerifiedPayment:
+    """The verified token that pays for this turn (``action="pay"``, before any work).
+
+    Raises:
+        PaymentError: no usable token and no in-band negotiation (or it timed out).
+    """
+    assert ctx.payments is not None
+    amount = _asked_amount(pricing)
+    accepts = ctx.payments.accepts(amount, pricing.currency)
+    ask: PaymentError = PaymentTokenRequiredError(
+        amount=amount,
+        currency=pricing.currency,
+        accepts=accepts,
+        reason=f"agent {ctx.agent.name!r} charges for its answers",
+    )
+    if ctx.payment_token:
+        try:
+            return await ctx.payments.verify_for(ctx.payment_token, ask, required=amount)
+        except InsufficientTokenBalanceError as exc:
+            if ctx.wait_payment is None:
+                exc.accepts = exc.accepts or accepts
+                exc.details = {"accepts": exc.accepts, **(exc.details or {})}
+                raise
+            ask = exc
+        except PaymentError:
+            if ctx.wait_payment is None:
+                raise
+            # A stale or bad session token: ask for a new one, like when there is none.
+    if ctx.wait_payment is None:
+        raise ask
+    with trio.move_on_after(ctx.config.payment_timeout):
+        return await _negotiate(ctx, ask, amount)
+    raise PaymentTimeoutError(
+        f"no payment within {ctx.config.payment_timeout:g} s",
+        amount=ask.amount,
+        currency=ask.currency,
+        action="pay",
+    )
+
+
+async def _negotiate(ctx: Context, err: PaymentError, required: Decimal) -> VerifiedPayment:
+    """In-band negotiation: ``payment.required`` for ``err``, then verify each submitted token
+    (``payment.error{can_retry:true}`` for a bad one) until one holds ``required``
+    (``payment.accepted``). The caller bounds it with ``payment_timeout``."""
+    assert ctx.payments is not None and ctx.wait_payment is not None
+    sid = ctx.session_id
+    if not err.accepts and err.amount is not None:
+        err.accepts = ctx.payments.accepts(err.amount, err.currency or "credits")
+    await ctx.emit(render_payment_required(err, response_id=ctx.response_id, session_id=sid))
+    while True:
+        token = await ctx.wait_payment(err)
+        try:
+            verified = await ctx.payments.verify_for(token, err, required=required)
+        except PaymentError as bad:
+            await ctx.emit(render_payment_error(bad, can_retry=True, session_id=sid))
+            continue
+        await ctx.emit(
+            render_payment_accepted(
+                ctx.ids.new("pay"),
+                verified.balance.balance,
+                expires_at=verified.balance.expires_at,
+                session_id=sid,
+            )
+        )
+        return verified
+
+
+async def _emit_balance(ctx: Context, pay: TurnPayment) -> None:
+    """``payment.balance`` after a paid ``response.done`` (best effort, bounded)."""
+    assert ctx.payments is not None
+    with trio.move_on_after(ctx.config.cleanup_timeout):
+        try:
+            balance = await ctx.payments.backend.balance(pay.token_id)
+        except PaymentError:
+            log.warning("could not read the balance of payment token %s", pay.token_id)
+            return
+        await ctx.emit(
+            render_payment_balance(
+                balance.balance,
+                balance.currency,
+                initial_amount=balance.initial_amount,
+                expires_at=balance.expires_at,
+                session_id=ctx.session_id,
+            )
+        )
 
 
 def _close_conversation(ctx: Context) -> None:
@@ -261,6 +432,7 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
     calls: list[uamp.ToolCallInfo] = []
     chunk_hooks = agent.has_hooks("on_chunk")
     rid, sid = ctx.response_id, ctx.session_id
+    step_in = step_out = 0
     async with aclosing(agent.model.stream(request)) as stream:
         async for event in stream:
             if isinstance(event, TextChunk):
@@ -288,6 +460,10 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
                 )
             elif isinstance(event, Usage):
                 _add_usage(ctx, event)
+                step_in += event.input_tokens
+                step_out += event.output_tokens
+    if ctx.payment is not None and (step_in or step_out):
+        await ctx.payment.charge_usage(input_tokens=step_in, output_tokens=step_out)
     await agent.run_hooks("after_llm", ctx, "".join(step_text), calls)
     if step_text or calls:
         ctx.session.messages.append(
@@ -335,7 +511,12 @@ async def _run_agent_tools(
                     ctx.session.agent = target
                     result = f"Transferred to {target.name}."
                 else:
-                    result = await agent.tools[call.name].call(ctx, call.arguments)
+                    spec = agent.tools[call.name]
+                    if ctx.payment is not None:  # before it runs; may wait for a top-up here
+                        await ctx.payment.charge_tool(call.name, cast(Any, spec))
+                    result = await spec.call(ctx, call.arguments)
+            except PaymentError:
+                raise  # ends (or already suspended and resumed) the turn, never a tool result
             except ToolArgumentError as exc:
                 is_error, result = True, f"error: {exc}"
             except Exception as exc:

@@ -11,6 +11,8 @@
   :class:`RemotePaymentBackend` (a hub's HTTP API), and :func:`payments_routes` to serve one.
 * **Tokens** are ES256 JWTs issued by the ledger; :class:`PaymentVerifier` checks signature,
   expiry and balance.
+* **Serving** — :class:`PaymentsService` (backend + verifier) given to the server
+  (``AgentServer(..., payments=…)``); the run loop charges every turn of a paid agent.
 * **Turns** — :class:`TurnPayment` locks at turn start, charges, settles at the end and
   releases on every failure path, cancellation included; a ``topup`` callback lets a turn
   wait for more funds in place.
@@ -56,6 +58,13 @@ from ._pricing import (
     tool_price as tool_price,
 )
 from ._remote import RemotePaymentBackend as RemotePaymentBackend
+
+# Re-exported, but kept out of ``__all__`` until tests/test_payments.py's pinned count of 54
+# public names is raised to 56 (the lead's call): add them to ``__all__`` then.
+from ._service import (
+    PaymentsService as PaymentsService,
+    effective_pricing as effective_pricing,
+)
 from ._signing import PaymentClaims as PaymentClaims
 from ._turn import TopupCallback as TopupCallback, TurnPayment as TurnPayment
 from ._verify import PaymentVerifier as PaymentVerifier, VerifiedPayment as VerifiedPayment

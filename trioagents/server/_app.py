@@ -28,6 +28,7 @@ from ..agent import Agent
 from ..config import Config
 from ..connections import ConnectionAgent, ConnectionHost
 from ..connections._web import web_routes
+from ..payments import PaymentBackend, PaymentsService
 from ..protocols.completions import CompletionsError
 from ..transports import DEFAULT_TRANSPORTS, Runtime
 from ..transports.completions import models_body, openai_error, read_body
@@ -67,6 +68,9 @@ class AgentServer:
         connection_agents: :class:`~trioagents.connections.ConnectionAgent` classes served at
             ``WS /agents/{agent}/{instance}`` (PROTOCOLS.md §4); their state stores and
             instances live as long as the server.
+        payments: charge paid agents (``Agent(pricing=…)``, PROTOCOLS.md §9) with this
+            :class:`~trioagents.payments.PaymentsService` or payment backend; it is
+            ``runtime.services["payments"]``. Without it every agent is free.
 
     Raises:
         ValueError: two agents share a name, or ``config.default_agent`` names no agent.
@@ -81,6 +85,7 @@ class AgentServer:
         clock: uamp.Clock | None = None,
         transports: Iterable[type] = DEFAULT_TRANSPORTS,
         connection_agents: Iterable[type[ConnectionAgent]] = (),
+        payments: PaymentsService | PaymentBackend | None = None,
     ) -> None:
         config = config or Config()
         self._transports = tuple(transports)
@@ -101,6 +106,11 @@ class AgentServer:
             ids=ids or uamp.RandomIds(),
             clock=clock or uamp.SystemClock(),
         )
+        if payments is not None:
+            service = (
+                payments if isinstance(payments, PaymentsService) else PaymentsService(payments)
+            )
+            self.runtime.services["payments"] = service
         self.connections = ConnectionHost(self.runtime, connection_agents)
         """The connection agents (§4): their instances, stores and routes."""
         self.app = Starlette(

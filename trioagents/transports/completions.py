@@ -15,6 +15,12 @@ failure, or ``preflight_timeout``), so errors before any output are ordinary JSO
 the right status. After the 200, everything queued at that moment is rendered into *one* body
 chunk (several SSE events per write). A client that disconnects cancels the request nursery:
 the response is cancelled, which closes the upstream model stream and cancels tools.
+
+Payments (§9): the payment token comes from ``X-PAYMENT``, ``X-Payment-Token`` or
+``?payment_token=`` (:func:`~trioagents.payments.select_payment_token`). Completions does not
+negotiate in-band: a payment error before any output is an HTTP 402 with the §9.2 body (the
+client repeats the request with ``X-PAYMENT``); after the 200 it is an error chunk
+``{"error":{…,"type":"payment_required","accepts":[…]}}`` then ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ from starlette.responses import JSONResponse, Response
 from .. import uamp
 from .._errors import RemoteProtocolError
 from ..agent import Agent, Context, Session, Skill, http, messages_from_openai, run_response
+from ..payments import (
+    PaymentError,
+    PaymentsService,
+    payment_error_from_details,
+    render_http_402,
+    select_payment_token,
+)
 from ..protocols.completions import (
     DONE,
     CompletionRequest,
@@ -38,7 +51,7 @@ from ..protocols.completions import (
     Renderer,
     parse_request,
 )
-from ..protocols.sse import SSE_HEADERS, sse_comment
+from ..protocols.sse import SSE_HEADERS, sse_comment, sse_event
 from ._runtime import Runtime
 
 __all__ = ["CompletionsTransport", "handle_completion", "read_body", "openai_error"]
@@ -118,16 +131,32 @@ async def handle_completion(request: Request, agent: Agent) -> Response:
         client_tools=req.tools,
         metadata={"transport": "completions", "headers": dict(request.headers)},
     )
-    return CompletionsResponse(runtime, session, req)
+    token = select_payment_token(headers=request.headers, query=request.query_params)
+    return CompletionsResponse(runtime, session, req, payment_token=token)
 
 
 class CompletionsResponse(Response):
-    """The ASGI response that runs one turn and renders it as JSON or SSE."""
+    """The ASGI response that runs one turn and renders it as JSON or SSE.
 
-    def __init__(self, runtime: Runtime, session: Session, req: CompletionRequest) -> None:
+    Args:
+        runtime: the server's runtime.
+        session: the turn's session (the request's conversation).
+        req: the parsed request.
+        payment_token: the request's payment token (§0.2), if any.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        session: Session,
+        req: CompletionRequest,
+        *,
+        payment_token: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.session = session
         self.req = req
+        self.payment_token = payment_token
         self.background = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -152,6 +181,8 @@ class CompletionsResponse(Response):
             client_tool_mode="return",
             options=self.req.options,
             response_format=self.req.response_format,
+            payments=PaymentsService.of(runtime),
+            payment_token=self.payment_token,
         )
         renderer = Renderer(
             id="chatcmpl-" + runtime.ids.hex(12),
@@ -205,7 +236,7 @@ class CompletionsResponse(Response):
             elif ev.type in uamp.TERMINAL_TYPES:
                 terminal = ev
         if isinstance(terminal, uamp.ResponseError):
-            await _send_json(send, *_error_response(terminal.error))
+            await _send_json(send, *_error_response(terminal.error, ctx.agent.name))
             return
         if not isinstance(terminal, uamp.ResponseDone):  # cancelled: nobody is listening
             return
@@ -231,7 +262,7 @@ class CompletionsResponse(Response):
                 first.append(ev)
                 break
         if first and isinstance(first[0], uamp.ResponseError):
-            await _send_json(send, *_error_response(first[0].error))
+            await _send_json(send, *_error_response(first[0].error, ctx.agent.name))
             return
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         head = r.role()
@@ -263,7 +294,7 @@ class CompletionsResponse(Response):
                         out.append(r.usage(terminal.response.usage))
                     out.append(DONE)
                 elif isinstance(terminal, uamp.ResponseError):
-                    out.append(Renderer.error(terminal.error.message, terminal.error.code))
+                    out.append(_error_chunk(terminal.error))
                 await send(
                     {"type": "http.response.body", "body": b"".join(out), "more_body": False}
                 )
@@ -315,7 +346,35 @@ def _agent_event(r: Renderer, d: Any, client_tools: set[str]) -> list[bytes]:
     return []
 
 
-def _error_response(err: uamp.ErrorInfo) -> tuple[int, dict[str, Any]]:
+def _payment_error(err: uamp.ErrorInfo) -> PaymentError | None:
+    """The payment error behind a ``response.error``, if it is one."""
+    if err.code not in ("payment_failed", "payment_timeout") or not err.details:
+        return None
+    return payment_error_from_details({**err.details, "message": err.message})
+
+
+def _error_chunk(err: uamp.ErrorInfo) -> bytes:
+    """The error chunk (then ``[DONE]``) for a failure after the 200."""
+    payment = _payment_error(err)
+    if payment is None:
+        return Renderer.error(err.message, err.code)
+    _, body = render_http_402(payment)
+    chunk = {
+        "error": {
+            "message": err.message,
+            "type": "payment_required",
+            "param": None,
+            "code": payment.error_code,
+            "accepts": body["accepts"],
+        }
+    }
+    return sse_event(orjson.dumps(chunk)) + DONE
+
+
+def _error_response(err: uamp.ErrorInfo, agent: str | None = None) -> tuple[int, dict[str, Any]]:
+    payment = _payment_error(err)
+    if payment is not None:
+        return render_http_402(payment, agent_name=agent)
     status, kind = _STATUS.get(err.code, (500, "server_error"))
     return status, {
         "error": {"message": err.message, "type": kind, "param": None, "code": err.code}

@@ -58,6 +58,7 @@ from ..agent import (
     run_response,
     websocket,
 )
+from ..payments import PaymentError, PaymentsService
 from ._runtime import Runtime
 from ._wsconn import WebSocketConnection, send_close
 
@@ -150,6 +151,11 @@ class UampSession:
         self._results: dict[str, uamp.ToolResultInfo | None] = {}
         self._wakeup = trio.Event()
         self._reply_to: str | None = None
+        # In-band payment (§9.3): the response waiting for payment.submit, and the latest
+        # token submitted for it (a newer submission replaces an unread one).
+        self._payment_for: str | None = None
+        self._submitted: str | None = None
+        self._payment_wakeup = trio.Event()
 
     # -- called by the reader (never blocks) ---------------------------------------------
 
@@ -179,6 +185,20 @@ class UampSession:
         self._wakeup.set()
         return True
 
+    def deliver_payment(self, ev: uamp.PaymentSubmit) -> bool:
+        """Take a ``payment.submit``: its token becomes the session's payment token and wakes
+        the response waiting for it (if ``response_id`` is absent or names it). Returns whether
+        a response was waiting."""
+        token = ev.payment.token
+        if token:
+            self.payment_token = token
+        if self._payment_for is None or (ev.response_id and ev.response_id != self._payment_for):
+            return False
+        if token:
+            self._submitted = token
+            self._payment_wakeup.set()
+        return True
+
     def end(self, reason: str) -> None:
         """Cancel everything in this session, then confirm with ``session.end``."""
         self.end_reason = reason
@@ -203,7 +223,22 @@ class UampSession:
             self._results[event.call_id] = None
         elif t is uamp.ResponseDelta:
             self.conn.runtime.stats.deltas += 1
+        elif t is uamp.PaymentRequired:
+            # Registered before the client can see it, so a fast payment.submit is not lost.
+            self._payment_for = event.response_id
+            self._submitted = None
+        elif t is uamp.PaymentAccepted:
+            self._payment_for = None  # negotiated: later submissions only set the session token
         await self.conn.outbox.send(event)
+
+    async def wait_payment(self, err: PaymentError) -> str:
+        """The next token submitted for the response that emitted ``payment.required``
+        (``Context.wait_payment``); the run loop verifies it and bounds the wait."""
+        while self._submitted is None:
+            self._payment_wakeup = trio.Event()
+            await self._payment_wakeup.wait()
+        token, self._submitted = self._submitted, None
+        return token
 
     async def wait_tool_results(
         self, calls: list[uamp.ToolCallInfo]
@@ -316,6 +351,9 @@ class UampSession:
             wait_tool_results=self.wait_tool_results,
             instructions=turn.instructions,
             client_tools=turn.tools,
+            payments=PaymentsService.of(runtime),
+            payment_token=self.payment_token,
+            wait_payment=self.wait_payment,
         )
         self._reply_to = turn.reply_to
         runtime.stats.responses += 1
@@ -327,6 +365,7 @@ class UampSession:
             finally:
                 self.running = None
                 self._results.clear()
+                self._payment_for = self._submitted = None
                 if terminal is None:  # cancelled: by response.cancel, session.end or the socket
                     runtime.stats.responses_cancelled += 1
                 elif isinstance(terminal, uamp.ResponseError):
@@ -733,8 +772,17 @@ class UampConnection(WebSocketConnection):
             )
 
     def _on_payment_submit(self, s: UampSession, ev: uamp.PaymentSubmit) -> None:
-        if ev.payment.token:
-            s.payment_token = ev.payment.token
+        waiting = s.deliver_payment(ev)
+        if not ev.payment.token:
+            self.runtime.stats.errors += 1
+            self.reply(
+                uamp.PaymentError(
+                    code="token_invalid",
+                    message="payment.submit needs payment.token",
+                    can_retry=waiting,
+                    session_id=s.id,
+                )
+            )
 
     # -- lifetime -------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ Building blocks the transports call; none of them starts a task:
   ``kid``) or :class:`StaticKeys`.
 * **Failures** — one :class:`AuthError` with a ``reason``; :func:`http_failure`,
   :func:`ws_close_code`, :func:`uamp_error` and :func:`jsonrpc_error` render it per transport.
+* **Service** — :class:`AuthService` (``AgentServer(auth=…)``): per-agent verification and
+  signing keys, in ``runtime.services["auth"]``.
 * **Signed responses** — :func:`sign_response` / :class:`ResponseSigner` (with
   :class:`ResponseHasher` for streamed text) and :func:`verify_response_signature` for clients.
 
@@ -47,6 +49,7 @@ from ._keys import (
     jwks_document as jwks_document,
     openid_configuration as openid_configuration,
 )
+from ._service import AuthService as AuthService, base_url_of as base_url_of
 from ._signing import (
     ResponseHasher as ResponseHasher,
     ResponseSigner as ResponseSigner,
@@ -71,6 +74,7 @@ __all__ = [
     "RESPONSE_SIGNATURE_LIFETIME",
     "ApiKey",
     "AuthError",
+    "AuthService",
     "Authenticator",
     "HttpFailure",
     "JWKSCache",
@@ -85,6 +89,7 @@ __all__ = [
     "SigningKey",
     "StaticKeys",
     "VerifierConfig",
+    "base_url_of",
     "bearer_token",
     "cache_max_age",
     "http_failure",

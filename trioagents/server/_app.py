@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket
 
 from .. import uamp
 from ..agent import Agent
+from ..auth import AuthService, base_url_of, openid_configuration
 from ..config import Config
 from ..connections import ConnectionAgent, ConnectionHost
 from ..connections._web import web_routes
@@ -71,6 +72,10 @@ class AgentServer:
         payments: charge paid agents (``Agent(pricing=…)``, PROTOCOLS.md §9) with this
             :class:`~trioagents.payments.PaymentsService` or payment backend; it is
             ``runtime.services["payments"]``. Without it every agent is free.
+        auth: authenticate callers and sign responses (PROTOCOLS.md §10) with this
+            :class:`~trioagents.auth.AuthService`; it is ``runtime.services["auth"]`` and adds
+            ``/.well-known/jwks.json`` and each agent's ``/.well-known/jwks.json`` and
+            ``/.well-known/openid-configuration``. Without it every caller is anonymous.
 
     Raises:
         ValueError: two agents share a name, or ``config.default_agent`` names no agent.
@@ -86,6 +91,7 @@ class AgentServer:
         transports: Iterable[type] = DEFAULT_TRANSPORTS,
         connection_agents: Iterable[type[ConnectionAgent]] = (),
         payments: PaymentsService | PaymentBackend | None = None,
+        auth: AuthService | None = None,
     ) -> None:
         config = config or Config()
         self._transports = tuple(transports)
@@ -111,6 +117,10 @@ class AgentServer:
                 payments if isinstance(payments, PaymentsService) else PaymentsService(payments)
             )
             self.runtime.services["payments"] = service
+        self._auth = auth
+        if auth is not None:
+            self.runtime.services["auth"] = auth
+            auth.bind(self.runtime)
         self.connections = ConnectionHost(self.runtime, connection_agents)
         """The connection agents (§4): their instances, stores and routes."""
         self.app = Starlette(
@@ -147,6 +157,8 @@ class AgentServer:
                 hook = getattr(transport, "lifespan", None)
                 if hook is not None:
                     await stack.enter_async_context(hook(self.runtime))
+            if self._auth is not None:
+                await stack.enter_async_context(self._auth.lifespan(self.runtime))
             await stack.enter_async_context(self.connections.lifespan())
             try:
                 yield
@@ -170,6 +182,14 @@ class AgentServer:
             Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
             WebSocketRoute("/uamp", self._uamp),
         ]
+        if self._auth is not None:  # published keys (§10)
+            routes += [
+                Route("/.well-known/jwks.json", self._jwks),
+                Route("/agents/{agent}/.well-known/jwks.json", self._jwks),
+                Route("/agents/{agent}/.well-known/openid-configuration", self._openid),
+            ]
+            if self.runtime.default_agent is not None:
+                routes.append(Route("/.well-known/openid-configuration", self._openid))
         # Server-level routes a transport contributes (e.g. /v1/realtime?model=NAME, the root
         # agent card, /agents/{agent}/{instance}): ``server_routes(runtime)`` on the transport
         # class. They go last, so a pattern like /agents/{agent}/{instance} never shadows an
@@ -337,6 +357,29 @@ class AgentServer:
                 404, "route_not_found", f"agent {agent.name!r} does not serve completions"
             )
         return _as_response(await handler(request))
+
+    async def _jwks(self, request: Request) -> Response:
+        assert self._auth is not None
+        name = request.path_params.get("agent")
+        if name is not None and name not in self.agents:
+            return error_response(404, "agent_not_found", f"no agent named {name!r}")
+        doc = self._auth.jwks(name)
+        if doc is None:
+            return error_response(404, "not_found", f"agent {name!r} does not sign responses")
+        return JSONResponse(doc, headers={"Cache-Control": "public, max-age=300"})
+
+    async def _openid(self, request: Request) -> Response:
+        assert self._auth is not None
+        agent = self._agent_of(request.path_params, None) or self.runtime.default_agent
+        if agent is None or (
+            "agent" in request.path_params and request.path_params["agent"] != agent.name
+        ):
+            name = request.path_params.get("agent")
+            return error_response(404, "agent_not_found", f"no agent named {name!r}")
+        ring = self._auth.ring(agent.name)
+        algs = sorted({k.alg for k in ring.published(now=self._auth.now())}) if ring else []
+        issuer = self._auth.issuer(agent.name, base_url_of(request.scope))
+        return JSONResponse(openid_configuration(issuer, algorithms=algs or ("RS256", "ES256")))
 
     async def _uamp(self, ws: WebSocket) -> None:
         name = ws.query_params.get("agent")

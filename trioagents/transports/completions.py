@@ -21,6 +21,13 @@ Payments (§9): the payment token comes from ``X-PAYMENT``, ``X-Payment-Token`` 
 negotiate in-band: a payment error before any output is an HTTP 402 with the §9.2 body (the
 client repeats the request with ``X-PAYMENT``); after the 200 it is an error chunk
 ``{"error":{…,"type":"payment_required","accepts":[…]}}`` then ``[DONE]``.
+
+Auth (§10): with an :class:`~trioagents.auth.AuthService` on the server, the bearer credential
+(``Authorization`` or ``?token=``) is verified before the turn; a bad one (or none when required)
+is a 401 with ``WWW-Authenticate`` and the OpenAI error body. The caller's ``sub`` goes into
+the session metadata (``principal``, ``sub``). A signing agent signs the exact text it sent
+(content deltas concatenated) and the exact request body: header ``X-Response-Signature`` on
+JSON, ``event: response_signature`` after ``[DONE]`` on SSE (none after an error).
 """
 
 from __future__ import annotations
@@ -37,6 +44,15 @@ from starlette.responses import JSONResponse, Response
 from .. import uamp
 from .._errors import RemoteProtocolError
 from ..agent import Agent, Context, Session, Skill, http, messages_from_openai, run_response
+from ..auth import (
+    AuthError,
+    AuthService,
+    ResponseHasher,
+    ResponseSigner,
+    base_url_of,
+    bearer_token,
+    http_failure,
+)
 from ..payments import (
     PaymentError,
     PaymentsService,
@@ -124,15 +140,35 @@ async def handle_completion(request: Request, agent: Agent) -> Response:
                 param="tools",
                 code="tool_name_conflict",
             )
+    metadata: dict[str, Any] = {"transport": "completions", "headers": dict(request.headers)}
+    auth = AuthService.of(runtime)
+    signer: ResponseSigner | None = None
+    audience: str | None = None
+    if auth is not None:
+        base = base_url_of(request.scope)
+        try:
+            principal = await auth.authenticate(
+                agent.name, bearer_token(request.headers, request.query_params), base
+            )
+        except AuthError as err:
+            failure = http_failure(err, openai=True)
+            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+        if principal is not None:
+            metadata["principal"] = principal
+            metadata["sub"] = audience = principal.sub
+        signer = auth.signer(agent.name, base)
     session = Session(
         id=runtime.ids.new("sess"),
         agent=agent,
         messages=messages,
         client_tools=req.tools,
-        metadata={"transport": "completions", "headers": dict(request.headers)},
+        metadata=metadata,
     )
     token = select_payment_token(headers=request.headers, query=request.query_params)
-    return CompletionsResponse(runtime, session, req, payment_token=token)
+    response = CompletionsResponse(runtime, session, req, payment_token=token)
+    if signer is not None:
+        response.sign_with(signer, body, audience)
+    return response
 
 
 class CompletionsResponse(Response):
@@ -158,6 +194,26 @@ class CompletionsResponse(Response):
         self.req = req
         self.payment_token = payment_token
         self.background = None
+        self._signer: ResponseSigner | None = None
+        self._request_bytes = b""
+        self._audience: str | None = None
+
+    def sign_with(self, signer: ResponseSigner, request_bytes: bytes, audience: str | None) -> None:
+        """Sign the response (§10) over ``request_bytes`` (the exact body), for ``audience``
+        (the caller's ``sub``)."""
+        self._signer = signer
+        self._request_bytes = request_bytes
+        self._audience = audience
+
+    def _signature(self, response_hash: str, response_id: str) -> str | None:
+        if self._signer is None:
+            return None
+        return self._signer.sign(
+            request_bytes=self._request_bytes,
+            response_hash=response_hash,
+            audience=self._audience,
+            response_id=response_id,
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         runtime = self.runtime
@@ -247,7 +303,12 @@ class CompletionsResponse(Response):
             terminal.response.usage,
             "".join(reasoning) or None,
         )
-        await _send_json(send, 200, body)
+        text = body["choices"][0]["message"].get("content") or ""
+        hasher = ResponseHasher()
+        hasher.update(text)
+        signature = self._signature(hasher.hexdigest(), ctx.response_id)
+        headers = {"X-Response-Signature": signature} if signature is not None else None
+        await _send_json(send, 200, body, headers)
 
     async def _stream(self, ctx: Context, r: Renderer, events: Any, send: Any) -> None:
         cfg = self.runtime.config
@@ -266,6 +327,7 @@ class CompletionsResponse(Response):
             return
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         head = r.role()
+        hasher = ResponseHasher()
         done = False
         terminal: Any = None
         batch = first
@@ -277,6 +339,7 @@ class CompletionsResponse(Response):
                 if t is uamp.ResponseDelta:
                     d = ev.delta
                     if type(d) is uamp.TextDelta:
+                        hasher.update(d.text)
                         out.append(r.content(d.text))
                     elif req.include_agent_events:
                         out.extend(_agent_event(r, d, client_tools))
@@ -293,6 +356,13 @@ class CompletionsResponse(Response):
                     if req.include_usage:
                         out.append(r.usage(terminal.response.usage))
                     out.append(DONE)
+                    signature = self._signature(hasher.hexdigest(), ctx.response_id)
+                    if signature is not None:
+                        out.append(
+                            sse_event(
+                                orjson.dumps({"signature": signature}), event="response_signature"
+                            )
+                        )
                 elif isinstance(terminal, uamp.ResponseError):
                     out.append(_error_chunk(terminal.error))
                 await send(
@@ -381,18 +451,17 @@ def _error_response(err: uamp.ErrorInfo, agent: str | None = None) -> tuple[int,
     }
 
 
-async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+async def _send_json(
+    send: Any, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
+) -> None:
     data = orjson.dumps(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    for name, value in (extra or {}).items():
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data, "more_body": False})
 
 

@@ -33,6 +33,16 @@ out alone, without ``response_id``, when ``auto_respond`` is off. A failing hook
 ``response.created`` + ``response.error`` (``agent_error``; ``unsupported_modality`` when every
 hook returned None). ``response.cancel`` does not reach a running transcription (no response
 has started yet); ``session.end`` and closing the socket do.
+
+Auth (§10): with an :class:`~trioagents.auth.AuthService` on the server, the session task
+verifies the ``session.create`` token (top level or in ``session``) before it sends
+``session.created``; a bad one (or none when required) gives ``session.error{unauthorized}``
+and no session. ``session.update{token}`` is verified in a connection task (the reader never
+waits); a bad one gives ``session.error`` and the old token stays. Each turn first waits for
+pending verifications, then refuses the input with ``session.error{unauthorized,
+details{reason:"token_expired"}}`` once the token has expired; a running response is never
+stopped by expiry. A signing agent puts ``response.done.signature`` over the exact text it
+streamed and the exact frame that started the response.
 """
 
 from __future__ import annotations
@@ -57,6 +67,15 @@ from ..agent import (
     messages_from_openai,
     run_response,
     websocket,
+)
+from ..auth import (
+    AuthError,
+    AuthService,
+    Principal,
+    ResponseHasher,
+    ResponseSigner,
+    base_url_of,
+    uamp_error,
 )
 from ..payments import PaymentError, PaymentsService
 from ._runtime import Runtime
@@ -107,6 +126,7 @@ class _Turn:
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
     audio: _Audio | None = None  # the user message is this audio's transcript
+    frame: str | None = None  # the exact frame that started it (signed responses)
 
 
 class _Stuck(Exception):
@@ -156,6 +176,14 @@ class UampSession:
         self._payment_for: str | None = None
         self._submitted: str | None = None
         self._payment_wakeup = trio.Event()
+        # Auth (§10): the verified caller, the session.create to confirm once verified, the
+        # session.update verifications still running, and the running response's signing.
+        self.principal: Principal | None = None
+        self.pending_create: tuple[list[Any], str | None] | None = None
+        self.auth_pending = 0
+        self.auth_settled = trio.Event()
+        self.refused = False
+        self._signing: tuple[ResponseSigner, bytes, ResponseHasher] | None = None
 
     # -- called by the reader (never blocks) ---------------------------------------------
 
@@ -223,6 +251,19 @@ class UampSession:
             self._results[event.call_id] = None
         elif t is uamp.ResponseDelta:
             self.conn.runtime.stats.deltas += 1
+            if self._signing is not None and type(event.delta) is uamp.TextDelta:
+                self._signing[2].update(event.delta.text)
+        elif t is uamp.ResponseDone and self._signing is not None:
+            signer, frame, hasher = self._signing
+            event = attrs.evolve(
+                event,
+                signature=signer.sign(
+                    request_bytes=frame,
+                    response_hash=hasher.hexdigest(),
+                    audience=self.principal.sub if self.principal is not None else None,
+                    response_id=event.response_id,
+                ),
+            )
         elif t is uamp.PaymentRequired:
             # Registered before the client can see it, so a fast payment.submit is not lost.
             self._payment_for = event.response_id
@@ -261,6 +302,8 @@ class UampSession:
         try:
             with self.scope:
                 task_status.started()
+                if self.pending_create is not None and not await self._authenticate_create():
+                    return
                 if agent.has_hooks("on_connection"):
                     await agent.run_hooks("on_connection", self.state)
                 async for turn in self._turns_recv:
@@ -270,12 +313,79 @@ class UampSession:
             runtime.stats.sessions_open -= 1
             self.conn.sessions.pop(self.id, None)
             with trio.CancelScope(shield=True), trio.move_on_after(runtime.config.cleanup_timeout):
-                if agent.has_hooks("on_disconnect"):
+                if agent.has_hooks("on_disconnect") and not self.refused:
                     await agent.run_hooks("on_disconnect", self.state)
                 if self.scope.cancel_called:
                     await self.conn.outbox.send(
                         uamp.SessionEnd(session_id=self.id, reason=self.end_reason)
                     )
+
+    # -- auth (§10) ---------------------------------------------------------------------------
+
+    async def authenticate(self, token: str | None) -> Principal | None:
+        """Verify ``token`` for this session's agent (AuthError when refused)."""
+        auth = AuthService.of(self.conn.runtime)
+        if auth is None:
+            return None
+        base = self.conn.metadata.get("base_url", "")
+        return await auth.authenticate(self.state.agent.name, token, base)
+
+    def _set_principal(self, token: str | None, principal: Principal | None) -> None:
+        self.token, self.principal = token, principal
+        if principal is not None:
+            self.state.metadata["principal"] = principal
+            self.state.metadata["sub"] = principal.sub
+
+    async def _authenticate_create(self) -> bool:
+        """Verify the session.create token, then confirm the session (or refuse it)."""
+        assert self.pending_create is not None
+        events, reply_to = self.pending_create
+        self.pending_create = None
+        try:
+            self._set_principal(self.token, await self.authenticate(self.token))
+        except AuthError as err:
+            self.refused = True
+            self.conn.sessions.pop(self.id, None)
+            self.conn.runtime.stats.errors += 1
+            await self.conn.outbox.send(uamp.SessionError(error=uamp_error(err), reply_to=reply_to))
+            return False
+        for event in events:
+            await self.conn.outbox.send(event)
+        return True
+
+    async def refresh_token(self, token: str, reply_to: str | None) -> None:
+        """Verify a ``session.update`` token; keep the old one if it is refused.
+
+        The reader counted it in :attr:`auth_pending` before starting this task.
+        """
+        try:
+            try:
+                principal = await self.authenticate(token)
+            except AuthError as err:
+                self.conn.runtime.stats.errors += 1
+                await self.conn.outbox.send(
+                    uamp.SessionError(session_id=self.id, error=uamp_error(err), reply_to=reply_to)
+                )
+            else:
+                self._set_principal(token, principal)
+        finally:
+            self.auth_pending -= 1
+            if self.auth_pending == 0:
+                self.auth_settled.set()
+
+    async def _input_allowed(self, turn: _Turn) -> bool:
+        """Wait for pending token checks, then refuse the input if the token has expired."""
+        while self.auth_pending:
+            await self.auth_settled.wait()
+        auth = AuthService.of(self.conn.runtime)
+        if auth is None or self.principal is None or not self.principal.is_expired(auth.now()):
+            return True
+        self.conn.runtime.stats.errors += 1
+        err = AuthError("token_expired", "the session token has expired; send session.update")
+        await self.conn.outbox.send(
+            uamp.SessionError(session_id=self.id, error=uamp_error(err), reply_to=turn.reply_to)
+        )
+        return False
 
     async def _transcribe(self, turn: _Turn, audio: _Audio) -> Message | None:
         """Run the ``transcribe`` hooks; the user message, or None after a response.error."""
@@ -315,6 +425,8 @@ class UampSession:
 
     async def _run_turn(self, turn: _Turn) -> None:
         state = self.state
+        if not await self._input_allowed(turn):
+            return
         if turn.audio is not None:
             turn.message = await self._transcribe(turn, turn.audio)
             if turn.message is None:
@@ -356,6 +468,13 @@ class UampSession:
             wait_payment=self.wait_payment,
         )
         self._reply_to = turn.reply_to
+        auth = AuthService.of(runtime)
+        signer = (
+            auth.signer(state.agent.name, self.conn.metadata.get("base_url", "")) if auth else None
+        )
+        self._signing = (
+            (signer, (turn.frame or "").encode("utf-8"), ResponseHasher()) if signer else None
+        )
         runtime.stats.responses += 1
         terminal: Any = None
         with trio.CancelScope() as scope:
@@ -364,6 +483,7 @@ class UampSession:
                 terminal = await run_response(ctx)
             finally:
                 self.running = None
+                self._signing = None
                 self._results.clear()
                 self._payment_for = self._submitted = None
                 if terminal is None:  # cancelled: by response.cancel, session.end or the socket
@@ -394,6 +514,7 @@ class UampConnection(WebSocketConnection):
         self.metadata = metadata or {}
         self.sessions: dict[str, UampSession] = {}
         self._defaults: dict[str, Any] = {}
+        self._frame: str | None = None  # the frame being dispatched (signed responses)
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -429,7 +550,11 @@ class UampConnection(WebSocketConnection):
         except uamp.DecodeError as exc:
             self._error(exc.code, exc.message, reply_to=exc.event_id)
             return
-        self.dispatch(event)
+        self._frame = text
+        try:
+            self.dispatch(event)
+        finally:
+            self._frame = None
 
     def _too_large(self, size: int) -> None:
         limit = self.runtime.config.max_message_size
@@ -547,9 +672,7 @@ class UampConnection(WebSocketConnection):
         session.token = ev.token or cfg.get("token")
         session.payment_token = ev.payment_token or cfg.get("payment_token")
         self.sessions[sid] = session
-        assert self._nursery is not None
-        self._nursery.start_soon(session.run)
-        self.reply(
+        created = [
             uamp.SessionCreated(
                 session_id=sid,
                 agent=agent.name,
@@ -561,9 +684,17 @@ class UampConnection(WebSocketConnection):
                     created_at=self.runtime.clock.now_s(),
                 ),
                 reply_to=reply_to,
-            )
-        )
-        self.reply(uamp.Capabilities(capabilities=agent.capabilities(), session_id=sid))
+            ),
+            uamp.Capabilities(capabilities=agent.capabilities(), session_id=sid),
+        ]
+        if AuthService.of(self.runtime) is not None:
+            # Verified by the session task, which confirms (or refuses) before any turn.
+            session.pending_create = (created, reply_to)
+        assert self._nursery is not None
+        self._nursery.start_soon(session.run)
+        if session.pending_create is None:
+            for event in created:
+                self.reply(event)
 
     # -- session-scoped events ---------------------------------------------------------------
 
@@ -578,8 +709,14 @@ class UampConnection(WebSocketConnection):
             s.auto_respond = bool(ext.get("auto_respond", s.auto_respond))
             s.concurrency = ext.get("concurrency", s.concurrency)
         s.config.update(cfg)
-        if ev.token:
-            s.token = ev.token
+        token = ev.token or cfg.get("token")
+        if token and AuthService.of(self.runtime) is not None:
+            s.auth_pending += 1
+            if s.auth_pending == 1:
+                s.auth_settled = trio.Event()
+            self.start_soon(s.refresh_token, token, ev.event_id)
+        elif token:
+            s.token = token
         if ev.payment_token or cfg.get("payment_token"):
             s.payment_token = ev.payment_token or cfg.get("payment_token")
         self.reply(
@@ -607,7 +744,12 @@ class UampConnection(WebSocketConnection):
         if respond and s.concurrency == "latest":
             s.cancel_response(None)
         turn = _Turn(
-            message=msg, respond=respond, reply_to=ev.event_id, messages=messages, audio=audio
+            message=msg,
+            respond=respond,
+            reply_to=ev.event_id,
+            messages=messages,
+            audio=audio,
+            frame=self._frame,
         )
         if not s.enqueue(turn):
             self._error(
@@ -752,6 +894,7 @@ class UampConnection(WebSocketConnection):
             reply_to=ev.event_id,
             instructions=opts.get("instructions"),
             tools=normalize_tools(opts["tools"]) if "tools" in opts else None,
+            frame=self._frame,
         )
         if not s.enqueue(turn):
             self._error("rate_limited", "turn queue full", reply_to=ev.event_id, sid=s.id)
@@ -832,7 +975,11 @@ async def serve_uamp_socket(
         send_text,
         agent=agent,
         pinned=pinned,
-        metadata={"headers": dict(ws.headers), "client": ws.client},
+        metadata={
+            "headers": dict(ws.headers),
+            "client": ws.client,
+            "base_url": base_url_of(ws.scope),
+        },
         max_input_audio=max_input_audio,
     )
     await conn.serve(ws._receive)

@@ -43,6 +43,8 @@ from .. import uamp
 from .._errors import TrioAgentsError
 from ..agent import Agent
 from ..config import Config
+from ..payments import PaymentBackend, PaymentsService
+from ..payments._service import SERVICE_KEY as PAYMENTS_KEY
 from ..protocols.portal import (
     DEFAULT_PORTAL_WS_URL,
     TERMINAL_HANDSHAKE_STATUSES,
@@ -214,6 +216,9 @@ class PortalConnect:
         clock: wall clock for timestamps.
         random: uniform ``[0, 1)`` source for the backoff jitter (injected in tests).
         dial: how to open the socket (default: trio-websocket); tests pass in-memory fakes.
+        payments: charge paid agents (``Agent(pricing=…)``, PROTOCOLS.md §9) with this
+            :class:`~trioagents.payments.PaymentsService` or payment backend, negotiated
+            in-band with ``payment.*`` events as over UAMP. Without it every agent is free.
 
     Use :func:`open_portal` or :func:`connect_portal`, or await :meth:`run` yourself.
 
@@ -231,6 +236,7 @@ class PortalConnect:
         clock: uamp.Clock | None = None,
         random: Callable[[], float] | None = None,
         dial: Dialer | None = None,
+        payments: PaymentsService | PaymentBackend | None = None,
     ) -> None:
         self.config = config if isinstance(config, PortalConfig) else PortalConfig.from_dict(config)
         agent_list = [agents] if isinstance(agents, Agent) else list(agents)
@@ -250,6 +256,10 @@ class PortalConnect:
             ids=ids or uamp.RandomIds(),
             clock=clock or uamp.SystemClock(),
         )
+        if payments is not None:
+            self.runtime.services[PAYMENTS_KEY] = (
+                payments if isinstance(payments, PaymentsService) else PaymentsService(payments)
+            )
         self._random = random or _random.random
         self._dial = dial or dial_websocket(
             max_message_size=self.config.max_message_size,

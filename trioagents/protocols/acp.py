@@ -45,6 +45,7 @@ from .jsonrpc import (
 __all__ = [
     "PROTOCOL_VERSION",
     "PAYMENT_REQUIRED",
+    "with_payment_token",
     "SESSION_SCOPED_METHODS",
     "SEED_METHODS",
     "Kind",
@@ -109,6 +110,8 @@ ACP_METHODS = frozenset(
 )
 
 _CLIENT_ONLY_PREFIXES = ("fs/", "terminal/")
+
+_PAID_METHODS = frozenset({"session/prompt", "prompt/submit", "chat/submit"})
 
 _PAYMENT_CODES = frozenset({"payment_required", "payment_failed", "payment_timeout"})
 
@@ -266,15 +269,41 @@ def parse_prompt(req: Request) -> PromptParams:
         items = content_from_blocks(blocks)
     except ValueError as exc:
         raise _bad(req, str(exc)) from None
-    token = p.get("payment_token")
+    token = _payment_token(p)
     content: str | list[uamp.ContentItem]
     if all(isinstance(i, uamp.TextContent) for i in items):
         content = "".join(i.text for i in items if isinstance(i, uamp.TextContent))
     else:
         content = items
-    return PromptParams(
-        session_id=sid, content=content, payment_token=token if isinstance(token, str) else None
-    )
+    return PromptParams(session_id=sid, content=content, payment_token=token)
+
+
+def _payment_token(params: dict[str, Any]) -> str | None:
+    """``payment_token``, else ``_meta.payment_token`` (§9.1); empty values do not count."""
+    value = params.get("payment_token")
+    if isinstance(value, str) and value:
+        return value
+    meta = params.get("_meta")
+    if isinstance(meta, dict):
+        value = meta.get("payment_token")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def with_payment_token(data: Any, token: str | None) -> Any:
+    """``data`` (a raw JSON-RPC request) with ``params.payment_token`` set to ``token`` when
+    its params carry no token of their own (the ``X-PAYMENT`` header over HTTP, §9.1).
+
+    Only prompts (``session/prompt``, seed ``prompt/submit``/``chat/submit``) take a token;
+    anything else is returned unchanged.
+    """
+    if not token or not isinstance(data, dict) or data.get("method") not in _PAID_METHODS:
+        return data
+    params = data.get("params")
+    if not isinstance(params, dict) or _payment_token(params) is not None:
+        return data
+    return {**data, "params": {**params, "payment_token": token}}
 
 
 def _str(block: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
@@ -541,8 +570,7 @@ def parse_seed_submit(req: Request) -> tuple[list[Any], str | None]:
             messages = [{"role": "user", "content": text}]
     if not isinstance(messages, list) or not messages:
         raise _bad(req, "messages must be a non-empty array")
-    token = p.get("payment_token")
-    return messages, token if isinstance(token, str) else None
+    return messages, _payment_token(p)
 
 
 class SeedRenderer:

@@ -858,6 +858,14 @@ def merge_realtime_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 _STATUS_ERROR_TYPES = {"rate_limit_exceeded": "rate_limit_error"}
 
 
+_PAYMENT_EVENTS = (
+    uamp.PaymentRequired,
+    uamp.PaymentAccepted,
+    uamp.PaymentBalance,
+    uamp.PaymentError,
+)
+
+
 class ResponseRenderer:
     """Maps the UAMP server events of one response to Realtime server events.
 
@@ -1071,4 +1079,12 @@ class ResponseRenderer:
             }
             out.append(codec.event("response.done", response=self._response("failed", details)))
             return out
+        if t in _PAYMENT_EVENTS:
+            # §9.3: the UAMP payment.* events go to the client as they are (JSON events with
+            # this connection's session id and a fresh event_id).
+            fields = uamp.converter.unstructure(event)
+            kind = fields.pop("type")
+            for key in ("event_id", "timestamp", "session_id"):
+                fields.pop(key, None)
+            return [codec.event(kind, session_id=codec.session_id, **fields)]
         return []  # thinking, tool.call_done, usage, progress: no Realtime counterpart

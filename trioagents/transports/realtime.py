@@ -52,6 +52,7 @@ from starlette.websockets import WebSocket
 
 from .. import uamp
 from ..agent import Agent, Context, Message, Session, Skill, run_response, websocket
+from ..payments import PaymentError, PaymentsService
 from ..protocols.realtime import (
     AUDIO_BUFFER_LIMIT,
     ClientEvent,
@@ -132,6 +133,11 @@ class RealtimeConnection(WebSocketConnection):
         self.active: tuple[str, trio.CancelScope] | None = None
         self.transcribing: dict[str, trio.Event] = {}
         """Audio items whose ``transcribe`` hook is running, by item id."""
+        # In-band payment (§9.3): the response waiting for a token, and the latest token
+        # submitted for it (a newer submission replaces an unread one).
+        self._payment_for: str | None = None
+        self._submitted: str | None = None
+        self._payment_wakeup = trio.Event()
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -190,6 +196,9 @@ class RealtimeConnection(WebSocketConnection):
         )
         candidate.update(session, ev.event_id)
         self._check_tool_names(candidate.tools, "session.tools", ev.event_id)
+        token = candidate.payment_token
+        if token and token != self.config.payment_token:
+            self._offer_payment(token, None)
         self.config = candidate
         self.session.instructions = candidate.instructions
         self.session.client_tools = candidate.openai_tools()
@@ -418,10 +427,36 @@ class RealtimeConnection(WebSocketConnection):
         self.active[1].cancel()
 
     def _on_payment_submit(self, ev: ClientEvent) -> None:
-        # Payments come later (§9.3): the token is kept for the session, nothing is verified.
+        # §9.3: the token becomes the session's and wakes the response waiting for one; the
+        # run loop verifies it (payment.error{can_retry} or payment.accepted).
         token = (ev.data.get("payment") or {}).get("token")
-        if isinstance(token, str):
-            self.config.payment_token = token
+        if not isinstance(token, str) or not token:
+            raise RealtimeError(
+                "missing_required_parameter",
+                "payment.submit needs payment.token",
+                param="payment.token",
+                event_id=ev.event_id,
+            )
+        self.config.payment_token = token
+        rid = ev.data.get("response_id")
+        self._offer_payment(token, rid if isinstance(rid, str) else None)
+
+    def _offer_payment(self, token: str, response_id: str | None) -> None:
+        """Hand ``token`` to the response waiting for a payment (if ``response_id`` is absent
+        or names it)."""
+        if self._payment_for is None or (response_id and response_id != self._payment_for):
+            return
+        self._submitted = token
+        self._payment_wakeup.set()
+
+    async def wait_payment(self, err: PaymentError) -> str:
+        """The next token submitted for the response that emitted ``payment.required``
+        (``Context.wait_payment``); the run loop verifies it and bounds the wait."""
+        while self._submitted is None:
+            self._payment_wakeup = trio.Event()
+            await self._payment_wakeup.wait()
+        token, self._submitted = self._submitted, None
+        return token
 
     # -- the response ------------------------------------------------------------------------
 
@@ -478,6 +513,11 @@ class RealtimeConnection(WebSocketConnection):
             terminal = isinstance(event, _TERMINAL)
             if not terminal:
                 await trio.lowlevel.checkpoint_if_cancelled()
+            if type(event) is uamp.PaymentRequired:
+                # Registered before the client can see it, so a fast payment.submit is kept.
+                self._payment_for, self._submitted = event.response_id, None
+            elif type(event) is uamp.PaymentAccepted:
+                self._payment_for = None
             out = renderer.feed(event)
             if terminal:
                 self._finish(ctx, renderer, start, event)
@@ -496,12 +536,17 @@ class RealtimeConnection(WebSocketConnection):
             client_tool_mode="return",
             instructions=opts.instructions,
             client_tools=opts.tools,
+            payments=PaymentsService.of(runtime),
+            payment_token=self.config.payment_token,
+            wait_payment=self.wait_payment,
         )
         runtime.stats.responses += 1
         try:
             with scope:
                 await run_response(ctx)
         finally:
+            if self._payment_for == rid:
+                self._payment_for = self._submitted = None
             if self.active is not None and self.active[0] == rid:
                 self.active = None
 

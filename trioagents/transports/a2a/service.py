@@ -49,6 +49,12 @@ import trio
 from ... import uamp
 from ...agent import Message, Session, is_cancellation, run_response
 from ...agent._agent import Agent, Context, _current_call
+from ...payments import (
+    PaymentError,
+    PaymentsService,
+    payment_error_from_details,
+    render_a2a_payment_metadata,
+)
 from ...protocols import a2a as proto
 from .._runtime import Runtime
 from .store import TaskStore
@@ -134,6 +140,11 @@ class RunningTask:
         scope: the turn's cancel scope.
         done: set when the turn ended (terminal or interrupted state recorded).
         cancel_requested: ``CancelTask`` asked for it.
+        payment_token: the token paying for the turn (``X-PAYMENT`` or an
+            ``x402.payment.payload`` message), if any.
+        pay_in_band: a payment error stops the task in ``input-required`` with the x402
+            metadata (JSON-RPC); ``False`` fails it (seed REST).
+        payment_error: the payment error that ended the turn, if one did.
     """
 
     task: proto.Task
@@ -145,6 +156,9 @@ class RunningTask:
     chunks: int = 0
     emitted: list[str] = attrs.field(factory=list)
     held: str | None = None
+    payment_token: str | None = None
+    pay_in_band: bool = True
+    payment_error: PaymentError | None = None
 
     def subscribe(self, size: int) -> trio.MemoryReceiveChannel[Any]:
         """A new subscriber: its channel starts with a snapshot of the task."""
@@ -299,9 +313,17 @@ class A2AService:
         *,
         prior: list[Message] | None = None,
         metadata: dict[str, Any] | None = None,
+        payment_token: str | None = None,
+        pay_in_band: bool = True,
     ) -> RunningTask:
         """Create a task for ``message`` (or continue the one its ``taskId`` names) and start
         its turn in the service nursery.
+
+        ``payment_token`` pays for the turn (§9.1). A payment error ends the turn in
+        ``input-required`` with the x402 metadata when ``pay_in_band`` (JSON-RPC), else in
+        ``failed`` (seed REST). Continuing a task stopped for payment retries its turn: the
+        continuing message (the ``payment-submitted`` one) is recorded in the history but not
+        added to the conversation, which already holds the unanswered request.
 
         Raises:
             proto.A2AError: ``-32001`` unknown ``taskId``; ``-32004`` the task is terminal or
@@ -324,8 +346,13 @@ class A2AService:
                     f"Task {task_id} is still {existing.state}; wait for input-required",
                 )
             task = existing
+            retry = task.status_message is not None and bool(
+                (task.status_message.get("metadata") or {}).get("x402.payment.status")
+            )
             message = dict(message, contextId=task.context_id)
             task.history.append(message)
+            if retry:
+                message = dict(message, retryPayment=True)
             task.status_message = None
             task.artifacts = []
         else:
@@ -343,7 +370,12 @@ class A2AService:
             message = dict(message, contextId=context_id, taskId=task.id)
             task.history.append(message)
         task.updated_at = now
-        rt = RunningTask(task=task, artifact_id=new_uuid(self.runtime.ids))
+        rt = RunningTask(
+            task=task,
+            artifact_id=new_uuid(self.runtime.ids),
+            payment_token=payment_token,
+            pay_in_band=pay_in_band,
+        )
         context = self._context(agent, task.context_id)
         if prior:
             context.session.messages.extend(prior)
@@ -429,7 +461,8 @@ class A2AService:
                     task.updated_at = self._now()
                     await self.store.save(task)
                     rt.publish(proto.StatusUpdate(copy_task(task), final=False))
-                    self._prepare_conversation(session, task.id, message)
+                    if not message.get("retryPayment"):
+                        self._prepare_conversation(session, task.id, message)
                     final = await self._respond(rt, session, turn)
         except Exception as exc:  # a bug of ours: the task fails, the server goes on
             log.exception("A2A task %s failed", task.id)
@@ -511,6 +544,8 @@ class A2AService:
             config=runtime.config,
             ids=runtime.ids,
             client_tool_mode="return",
+            payments=PaymentsService.of(runtime),
+            payment_token=rt.payment_token,
         )
         runtime.stats.responses += 1
         try:
@@ -524,6 +559,16 @@ class A2AService:
             raise
         if isinstance(terminal, uamp.ResponseError):
             runtime.stats.responses_failed += 1
+            details = terminal.error.details
+            payment = (
+                payment_error_from_details({**details, "message": terminal.error.message})
+                if details
+                else None
+            )
+            if payment is not None:
+                rt.payment_error = payment
+                if rt.pay_in_band:
+                    return "input-required", payment.message
             rt.task.error_code = terminal.error.code
             return "failed", terminal.error.message
         return "completed", ctx.output_text
@@ -542,6 +587,10 @@ class A2AService:
         if state == "canceled" and not rt.emitted:
             task.artifacts = []
         self._finish_state(task, state, text if state != "canceled" else None)
+        if rt.payment_error is not None and task.status_message is not None:
+            if state == "input-required":
+                task.status_message["metadata"] = render_a2a_payment_metadata(rt.payment_error)
+            task.error_code = None if state == "input-required" else task.error_code
         if task.status_message is not None and state in ("completed", "input-required"):
             task.history.append(task.status_message)
         rt.publish(proto.StatusUpdate(copy_task(task), final=True))

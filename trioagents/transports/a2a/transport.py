@@ -29,6 +29,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...agent import Agent, Message, Skill, http
+from ...payments import (
+    PaymentError,
+    a2a_payment_token,
+    render_task_failed_payment,
+    select_payment_token,
+)
 from ...protocols import a2a as proto, jsonrpc
 from ...protocols.sse import SSE_HEADERS, sse_comment, sse_event
 from .._runtime import Runtime
@@ -396,10 +402,13 @@ class A2ATransport(Skill):
         params = msg.params
         if op in ("send", "stream"):
             sp = proto.parse_send_params(version, params)
+            token = _payment_token(request, sp.message)
             if op == "stream":
-                rt = await service.start(agent, sp.message, metadata=sp.metadata)
+                rt = await service.start(
+                    agent, sp.message, metadata=sp.metadata, payment_token=token
+                )
                 return self._stream(service, rt, version, msg.id, subscribe_first=True)
-            rt = await service.start(agent, sp.message, metadata=sp.metadata)
+            rt = await service.start(agent, sp.message, metadata=sp.metadata, payment_token=token)
             if not sp.return_immediately:
                 await rt.done.wait()
             return _json(
@@ -513,7 +522,13 @@ class A2ATransport(Skill):
             "role": "user",
             "parts": messages[-1][1],
         }
-        rt = await service.start(self.agent, message, prior=prior)
+        rt = await service.start(
+            self.agent,
+            message,
+            prior=prior,
+            payment_token=select_payment_token(headers=request.headers, query=request.query_params),
+            pay_in_band=False,
+        )
         events = rt.subscribe(service.options.subscriber_queue_size)
         task_id = rt.task.id
 
@@ -526,6 +541,9 @@ class A2ATransport(Skill):
                 data = {"role": "agent", "parts": [{"type": "text", "text": text}]}
                 return [sse_event(orjson.dumps(data), event="task.message")]
             if isinstance(ev, proto.StatusUpdate) and ev.final:
+                if rt.payment_error is not None:
+                    data = render_task_failed_payment(rt.payment_error, task_id)
+                    return [sse_event(orjson.dumps(data), event="task.failed")]
                 return [_seed_terminal(ev.task)]
             return []
 
@@ -559,6 +577,21 @@ class A2ATransport(Skill):
         return _json(
             {"id": task.id, "status": proto.seed_state(task.state), "cancelled": cancelled}
         )
+
+
+def _payment_token(request: Request, message: dict[str, Any]) -> str | None:
+    """The token paying for a JSON-RPC send (§6.2, §9.1): an ``x402.payment.payload`` in the
+    message's metadata, else ``X-PAYMENT`` (or the other §0.2 sources).
+
+    Raises:
+        proto.A2AError: ``-32602`` when the message says ``payment-submitted`` but its payload
+            holds no token.
+    """
+    try:
+        submitted = a2a_payment_token(message.get("metadata"))
+    except PaymentError as exc:
+        raise proto.A2AError(jsonrpc.INVALID_PARAMS, f"Invalid params: {exc.message}") from None
+    return select_payment_token(turn=submitted, headers=request.headers, query=request.query_params)
 
 
 def _seed_terminal(task: proto.Task) -> bytes:

@@ -38,11 +38,20 @@ from ... import uamp
 from ..._errors import RemoteProtocolError
 from ...agent import Agent, Context, Message, Session, messages_from_openai, run_response
 from ...agent._agent import ToolArgumentError
+from ...payments import PaymentsService, payment_error_from_details, render_acp_payment_error
 from ...protocols import acp, jsonrpc as rpc
 from .._outbox import Outbox
 from .._runtime import Runtime
 
-__all__ = ["AcpConnection", "Outgoing", "WriteBatch", "sync_reply", "run_seed", "SERVER_VERSION"]
+__all__ = [
+    "AcpConnection",
+    "Outgoing",
+    "WriteBatch",
+    "sync_reply",
+    "run_seed",
+    "SERVER_VERSION",
+    "payment_reply",
+]
 
 log = logging.getLogger("trioagents.transports.acp")
 
@@ -177,6 +186,7 @@ def _context(
     *,
     transport: str,
     session: Session | None = None,
+    payment_token: str | None = None,
 ) -> Context:
     if session is None:
         session = Session(
@@ -190,7 +200,21 @@ def _context(
         ids=runtime.ids,
         session_id=session.id,
         client_tool_mode="return",
+        payments=PaymentsService.of(runtime),
+        payment_token=payment_token,
     )
+
+
+def payment_reply(id: Any, terminal: Any) -> dict[str, Any] | None:
+    """The ``-32402`` error answering a turn that ended for want of payment (§9.1), or None.
+
+    ``data`` is ``{x402Version:2, accepts, error, subcode?}``
+    (:func:`~trioagents.payments.render_acp_payment_error`).
+    """
+    if type(terminal) is not uamp.ResponseError or not terminal.error.details:
+        return None
+    err = payment_error_from_details({**terminal.error.details, "message": terminal.error.message})
+    return None if err is None else render_acp_payment_error(err, id)
 
 
 async def run_seed(
@@ -222,7 +246,9 @@ async def run_seed(
         for m in renderer.render(event):
             await send(m)
 
-    ctx = _context(runtime, agent, emit, transport="acp-seed", session=session)
+    ctx = _context(
+        runtime, agent, emit, transport="acp-seed", session=session, payment_token=payment_token
+    )
     renderer = acp.SeedRenderer(ctx.response_id)
     await send(renderer.started())
     runtime.stats.responses += 1
@@ -233,7 +259,9 @@ async def run_seed(
         raise
     if isinstance(terminal, uamp.ResponseError):
         runtime.stats.responses_failed += 1
-    await send(renderer.final(request_id, terminal, ctx.output_text))
+    await send(
+        payment_reply(request_id, terminal) or renderer.final(request_id, terminal, ctx.output_text)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,7 +535,14 @@ class AcpConnection:
             for m in renderer.render(event):
                 await self.writer.send(Outgoing(m, s.id))
 
-        ctx = _context(runtime, self.agent, emit, transport=self.transport, session=state)
+        ctx = _context(
+            runtime,
+            self.agent,
+            emit,
+            transport=self.transport,
+            session=state,
+            payment_token=params.payment_token,
+        )
         runtime.stats.responses += 1
         terminal: Any = None
         try:
@@ -521,9 +556,11 @@ class AcpConnection:
             elif isinstance(terminal, uamp.ResponseError):
                 runtime.stats.responses_failed += 1
         # Queued after every update of this prompt: the client sees no update after it.
+        paid = None if p.scope.cancel_called else payment_reply(p.request_id, terminal)
         await self.writer.send(
             Outgoing(
-                acp.prompt_reply(
+                paid
+                or acp.prompt_reply(
                     p.request_id,
                     terminal,
                     finish_reason=ctx.finish_reason,

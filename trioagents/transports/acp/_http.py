@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from ...agent import Agent, Skill, http, websocket
+from ...payments import select_payment_token
 from ...protocols import acp, jsonrpc as rpc
 from ...protocols.completions import CompletionsError
 from ...protocols.sse import SSE_HEADERS, sse_comment, sse_event
@@ -468,6 +469,10 @@ async def handle_post(
         return _rpc_response(400, rpc.PARSE_ERROR, f"Parse error: {exc}")
     if isinstance(data, list):
         return _rpc_response(501, rpc.INVALID_REQUEST, "batch requests are not supported")
+    # X-PAYMENT (or the legacy header / query) pays for a prompt that names no token (§9.1).
+    data = acp.with_payment_token(
+        data, select_payment_token(headers=request.headers, query=request.query_params)
+    )
     try:
         msg = rpc.parse_message(data)
     except rpc.JsonRpcError as exc:

@@ -1055,7 +1055,10 @@ class ResponseRenderer:
                     "output_token_details": {"text_tokens": u.output_tokens, "audio_tokens": 0},
                 }
             self.status = "completed"
-            out.append(codec.event("response.done", response=self._response("completed", None)))
+            signed = {"signature": event.signature} if event.signature is not None else {}
+            out.append(
+                codec.event("response.done", response=self._response("completed", None), **signed)
+            )
             return out
         if t is uamp.ResponseCancelled:
             out = self._close_message("incomplete")

@@ -47,11 +47,22 @@ from typing import Any
 import attrs
 import orjson
 import trio
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from .. import uamp
 from ..agent import Agent, Context, Message, Session, Skill, run_response, websocket
+from ..auth import (
+    AuthError,
+    AuthService,
+    Principal,
+    ResponseHasher,
+    ResponseSigner,
+    base_url_of,
+    bearer_token,
+    http_failure,
+)
 from ..payments import PaymentError, PaymentsService
 from ..protocols.realtime import (
     AUDIO_BUFFER_LIMIT,
@@ -91,6 +102,7 @@ class _ResponseOptions:
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
     transcripts: tuple[trio.Event, ...] = ()  # transcriptions to wait for before the response
+    frame: str = ""  # the exact frame that started the response (signed responses, §10)
 
 
 class RealtimeConnection(WebSocketConnection):
@@ -103,6 +115,8 @@ class RealtimeConnection(WebSocketConnection):
         send_text: writes one text frame.
         metadata: transport facts for ``Session.metadata`` (headers, client).
         max_audio_buffer: the input audio buffer bound in decoded bytes.
+        principal: the caller verified at the handshake (§10), if any.
+        signer: signs each ``response.done`` (a signing agent, §10), if any.
     """
 
     def __init__(
@@ -114,8 +128,13 @@ class RealtimeConnection(WebSocketConnection):
         *,
         metadata: dict[str, Any] | None = None,
         max_audio_buffer: int = AUDIO_BUFFER_LIMIT,
+        principal: Principal | None = None,
+        signer: ResponseSigner | None = None,
     ) -> None:
         super().__init__(runtime, send_text, _render, merge=merge_realtime_deltas)
+        self.principal = principal
+        self.signer = signer
+        self._frame = ""  # the text frame being dispatched
         self.agent = agent
         self.flavour = flavour
         sid = runtime.ids.new("sess")
@@ -127,6 +146,9 @@ class RealtimeConnection(WebSocketConnection):
             agent=agent,
             metadata={"transport": "realtime", "flavour": flavour.value, **(metadata or {})},
         )
+        if principal is not None:
+            self.session.metadata["principal"] = principal
+            self.session.metadata["sub"] = principal.sub
         self.max_audio_buffer = max_audio_buffer
         self.audio: list[bytes] = []
         self.audio_bytes = 0
@@ -167,9 +189,12 @@ class RealtimeConnection(WebSocketConnection):
             return
         try:
             event = decode_client_event(text)
+            self._frame = text
             self.dispatch(event)
         except RealtimeError as exc:
             self._error(exc)
+        finally:
+            self._frame = ""
 
     def _too_large(self, size: int) -> None:
         limit = self.runtime.config.max_message_size
@@ -412,6 +437,7 @@ class RealtimeConnection(WebSocketConnection):
             instructions=instructions,
             tools=tools,
             transcripts=tuple(self.transcribing.values()),
+            frame=self._frame,
         )
         self._nursery.start_soon(self._respond, rid, scope, opts_)
 
@@ -503,6 +529,7 @@ class RealtimeConnection(WebSocketConnection):
         state.messages[:] = self.messages()
         start = len(state.messages)
         renderer = self.codec.renderer(rid)
+        hasher = ResponseHasher() if self.signer is not None else None
 
         async def emit(event: Any) -> None:
             # The Realtime events of one UAMP event go out together or not at all: a cancel
@@ -518,6 +545,11 @@ class RealtimeConnection(WebSocketConnection):
                 self._payment_for, self._submitted = event.response_id, None
             elif type(event) is uamp.PaymentAccepted:
                 self._payment_for = None
+            if hasher is not None:
+                if type(event) is uamp.ResponseDelta and type(event.delta) is uamp.TextDelta:
+                    hasher.update(event.delta.text)
+                elif type(event) is uamp.ResponseDone and self.signer is not None:
+                    event = attrs.evolve(event, signature=self._sign(opts.frame, hasher, rid))
             out = renderer.feed(event)
             if terminal:
                 self._finish(ctx, renderer, start, event)
@@ -549,6 +581,15 @@ class RealtimeConnection(WebSocketConnection):
                 self._payment_for = self._submitted = None
             if self.active is not None and self.active[0] == rid:
                 self.active = None
+
+    def _sign(self, frame: str, hasher: ResponseHasher, rid: str) -> str:
+        assert self.signer is not None
+        return self.signer.sign(
+            request_bytes=frame.encode("utf-8"),
+            response_hash=hasher.hexdigest(),
+            audience=self.principal.sub if self.principal is not None else None,
+            response_id=rid,
+        )
 
     def _finish(self, ctx: Context, renderer: ResponseRenderer, start: int, terminal: Any) -> None:
         # Runs before response.done is queued: the slot is free and the items are in the
@@ -638,11 +679,31 @@ async def serve_realtime_socket(
     A ``call_id`` or ``intent=transcription`` query (SIP calls, transcription sessions) is
     accepted, answered with ``error`` and closed with 1008. Cancellation cancels the active
     response and closes the socket.
+
+    Auth (§10): with an :class:`~trioagents.auth.AuthService` on the server, the bearer
+    credential (``Authorization`` or ``?token=``) is verified before the handshake completes;
+    a bad one (or none when required) refuses the handshake with 401 and ``WWW-Authenticate``.
     """
     runtime = Runtime.of(ws)
     query = dict(ws.query_params)
     headers = {k.lower(): v for k, v in ws.headers.items()}
     flavour = choose_flavour(headers, query, seed_path=seed_path)
+    principal: Principal | None = None
+    signer: ResponseSigner | None = None
+    auth = AuthService.of(runtime)
+    if auth is not None:
+        base = base_url_of(ws.scope)
+        try:
+            principal = await auth.authenticate(
+                agent.name, bearer_token(ws.headers, ws.query_params), base
+            )
+        except AuthError as refused:
+            failure = http_failure(refused)
+            await ws.send_denial_response(
+                JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+            )
+            return
+        signer = auth.signer(agent.name, base)
     await ws.accept()
     send = ws._send
 
@@ -656,6 +717,8 @@ async def serve_realtime_socket(
         send_text,
         metadata={"headers": headers, "client": ws.client},
         max_audio_buffer=max_audio_buffer,
+        principal=principal,
+        signer=signer,
     )
     unsupported: str | None = None
     if "call_id" in query:

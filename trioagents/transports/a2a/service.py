@@ -40,6 +40,7 @@ import contextvars
 import logging
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -49,6 +50,7 @@ import trio
 from ... import uamp
 from ...agent import Message, Session, is_cancellation, run_response
 from ...agent._agent import Agent, Context, _current_call
+from ...auth import Principal
 from ...payments import (
     PaymentError,
     PaymentsService,
@@ -145,6 +147,7 @@ class RunningTask:
         pay_in_band: a payment error stops the task in ``input-required`` with the x402
             metadata (JSON-RPC); ``False`` fails it (seed REST).
         payment_error: the payment error that ended the turn, if one did.
+        sign: turns the response text into its signature (a signing agent, §10), if any.
     """
 
     task: proto.Task
@@ -159,6 +162,7 @@ class RunningTask:
     payment_token: str | None = None
     pay_in_band: bool = True
     payment_error: PaymentError | None = None
+    sign: Callable[[str], str] | None = None
 
     def subscribe(self, size: int) -> trio.MemoryReceiveChannel[Any]:
         """A new subscriber: its channel starts with a snapshot of the task."""
@@ -315,6 +319,8 @@ class A2AService:
         metadata: dict[str, Any] | None = None,
         payment_token: str | None = None,
         pay_in_band: bool = True,
+        principal: Principal | None = None,
+        sign: Callable[[str], str] | None = None,
     ) -> RunningTask:
         """Create a task for ``message`` (or continue the one its ``taskId`` names) and start
         its turn in the service nursery.
@@ -324,6 +330,10 @@ class A2AService:
         ``failed`` (seed REST). Continuing a task stopped for payment retries its turn: the
         continuing message (the ``payment-submitted`` one) is recorded in the history but not
         added to the conversation, which already holds the unanswered request.
+
+        ``principal`` (the verified caller, §10) goes into the context's session metadata
+        (``principal``, ``sub``); ``sign`` signs the text of a completed turn, put on the final
+        status message as ``metadata.response_signature``.
 
         Raises:
             proto.A2AError: ``-32001`` unknown ``taskId``; ``-32004`` the task is terminal or
@@ -375,8 +385,12 @@ class A2AService:
             artifact_id=new_uuid(self.runtime.ids),
             payment_token=payment_token,
             pay_in_band=pay_in_band,
+            sign=sign,
         )
         context = self._context(agent, task.context_id)
+        if principal is not None:
+            context.session.metadata["principal"] = principal
+            context.session.metadata["sub"] = principal.sub
         if prior:
             context.session.messages.extend(prior)
         await self.store.save(task)
@@ -591,6 +605,11 @@ class A2AService:
             if state == "input-required":
                 task.status_message["metadata"] = render_a2a_payment_metadata(rt.payment_error)
             task.error_code = None if state == "input-required" else task.error_code
+        if rt.sign is not None and state == "completed" and task.status_message is not None:
+            sent = "".join(rt.emitted) if rt.emitted else (text or "")
+            meta = dict(task.status_message.get("metadata") or {})
+            meta["response_signature"] = rt.sign(sent)
+            task.status_message["metadata"] = meta
         if task.status_message is not None and state in ("completed", "input-required"):
             task.history.append(task.status_message)
         rt.publish(proto.StatusUpdate(copy_task(task), final=True))

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, ClassVar
 
+import attrs
 import orjson
 import trio
 from starlette.requests import Request
@@ -29,6 +30,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...agent import Agent, Message, Skill, http
+from ...auth import (
+    AuthError,
+    AuthService,
+    Principal,
+    ResponseSigner,
+    base_url_of,
+    bearer_token,
+    http_failure,
+)
 from ...payments import (
     PaymentError,
     a2a_payment_token,
@@ -105,13 +115,19 @@ def base_url(request: Request) -> str:
 
 
 def card_response(request: Request, agent: Agent, max_age: int) -> Response:
-    """The agent card with ``Cache-Control`` and ``ETag``; 304 when ``If-None-Match`` hits."""
+    """The agent card with ``Cache-Control`` and ``ETag``; 304 when ``If-None-Match`` hits.
+
+    The bearer ``securitySchemes``/``security`` are declared only when the server's
+    :class:`~trioagents.auth.AuthService` requires authentication (§6.1).
+    """
+    auth = AuthService.of(Runtime.of(request))
     card = proto.agent_card(
         name=agent.name,
         description=agent.description,
         base_url=base_url(request),
         skills=[(t.name, t.description) for t in agent.tools.values()],
         version=str(getattr(agent, "version", None) or "1.0.0"),
+        auth_required=bool(auth is not None and auth.required),
     )
     body = orjson.dumps(card)
     etag = proto.card_etag(body)
@@ -122,6 +138,43 @@ def card_response(request: Request, agent: Agent, max_age: int) -> Response:
     ):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+@attrs.frozen
+class _Caller:
+    """The verified caller of one request and the signer of its response (§10)."""
+
+    principal: Principal | None = None
+    signer: ResponseSigner | None = None
+
+    def signing(self, body: bytes) -> Callable[[str], str] | None:
+        """Signs a response text for the request ``body`` (``None``: the agent does not sign)."""
+        signer = self.signer
+        if signer is None:
+            return None
+        audience = self.principal.sub if self.principal is not None else None
+
+        def sign(text: str) -> str:
+            return signer.sign(request_bytes=body, response_text=text, audience=audience)
+
+        return sign
+
+
+async def _authenticate(request: Request, agent: Agent) -> _Caller | Response:
+    """Verify the request's bearer credential for ``agent`` (§10): the caller, or the 401
+    (403) response refusing the request."""
+    auth = AuthService.of(Runtime.of(request))
+    if auth is None:
+        return _Caller()
+    base = base_url_of(request.scope)
+    try:
+        principal = await auth.authenticate(
+            agent.name, bearer_token(request.headers, request.query_params), base
+        )
+    except AuthError as err:
+        failure = http_failure(err)
+        return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+    return _Caller(principal, auth.signer(agent.name, base))
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +393,13 @@ class A2ATransport(Skill):
 
     @http("/a2a", methods=["POST"])
     async def rpc(self, request: Request) -> Response:
-        """``POST /agents/{name}/a2a``: A2A JSON-RPC, 1.0 or 0.3 (§6.2)."""
+        """``POST /agents/{name}/a2a``: A2A JSON-RPC, 1.0 or 0.3 (§6.2).
+
+        A bad credential (or none when required) is refused with HTTP 401 (§10).
+        """
+        caller = await _authenticate(request, self.agent)
+        if isinstance(caller, Response):
+            return caller
         header = request.headers.get("a2a-version")
         try:
             header_version: str | None = proto.negotiate(header, "GetTask")[0]
@@ -384,7 +443,8 @@ class A2ATransport(Skill):
                 service = _service(request)
                 if service is None:
                     raise proto.A2AError(jsonrpc.INTERNAL_ERROR, "the A2A service is not running")
-                return await self._dispatch(request, service, version, op, msg)
+                sign = caller.signing(body)
+                return await self._dispatch(request, service, version, op, msg, caller, sign)
             except proto.A2AError as exc:
                 raise _RpcFailure(msg_id, exc.code, exc.message) from None
         except _RpcFailure as failure:
@@ -397,6 +457,8 @@ class A2ATransport(Skill):
         version: str,
         op: str,
         msg: jsonrpc.Request,
+        caller: _Caller,
+        sign: Callable[[str], str] | None,
     ) -> Response:
         agent = self.agent
         params = msg.params
@@ -405,10 +467,22 @@ class A2ATransport(Skill):
             token = _payment_token(request, sp.message)
             if op == "stream":
                 rt = await service.start(
-                    agent, sp.message, metadata=sp.metadata, payment_token=token
+                    agent,
+                    sp.message,
+                    metadata=sp.metadata,
+                    payment_token=token,
+                    principal=caller.principal,
+                    sign=sign,
                 )
                 return self._stream(service, rt, version, msg.id, subscribe_first=True)
-            rt = await service.start(agent, sp.message, metadata=sp.metadata, payment_token=token)
+            rt = await service.start(
+                agent,
+                sp.message,
+                metadata=sp.metadata,
+                payment_token=token,
+                principal=caller.principal,
+                sign=sign,
+            )
             if not sp.return_immediately:
                 await rt.done.wait()
             return _json(
@@ -498,6 +572,9 @@ class A2ATransport(Skill):
     @http("/tasks", methods=["POST"])
     async def create_task(self, request: Request) -> Response:
         """``POST /tasks``: run a task, stream ``task.*`` SSE events (§6.3)."""
+        caller = await _authenticate(request, self.agent)
+        if isinstance(caller, Response):
+            return caller
         service = _service(request)
         if service is None:
             return _error(503, "service_unavailable", "the A2A service is not running")
@@ -528,6 +605,8 @@ class A2ATransport(Skill):
             prior=prior,
             payment_token=select_payment_token(headers=request.headers, query=request.query_params),
             pay_in_band=False,
+            principal=caller.principal,
+            sign=caller.signing(body),
         )
         events = rt.subscribe(service.options.subscriber_queue_size)
         task_id = rt.task.id
@@ -561,6 +640,9 @@ class A2ATransport(Skill):
     @http("/tasks/{task_id}", methods=["GET", "DELETE"])
     async def task_resource(self, request: Request) -> Response:
         """``GET /tasks/{id}`` (status and result) and ``DELETE /tasks/{id}`` (cancel)."""
+        refused = await _authenticate(request, self.agent)
+        if isinstance(refused, Response):
+            return refused
         service = _service(request)
         if service is None:
             return _error(503, "service_unavailable", "the A2A service is not running")
@@ -598,6 +680,9 @@ def _seed_terminal(task: proto.Task) -> bytes:
     ts = task.updated_at
     if task.state == "completed":
         data: dict[str, Any] = {"id": task.id, "status": "completed", "completedAt": ts}
+        signature = ((task.status_message or {}).get("metadata") or {}).get("response_signature")
+        if signature is not None:
+            data["metadata"] = {"response_signature": signature}
         return sse_event(orjson.dumps(data), event="task.completed")
     data = {
         "id": task.id,

@@ -38,6 +38,7 @@ from ... import uamp
 from ..._errors import RemoteProtocolError
 from ...agent import Agent, Context, Message, Session, messages_from_openai, run_response
 from ...agent._agent import ToolArgumentError
+from ...auth import Principal, ResponseHasher, ResponseSigner
 from ...payments import PaymentsService, payment_error_from_details, render_acp_payment_error
 from ...protocols import acp, jsonrpc as rpc
 from .._outbox import Outbox
@@ -272,7 +273,17 @@ async def run_seed(
 @attrs.define(eq=False)
 class _Prompt:
     request_id: Any
+    frame: bytes = b""  # the exact request bytes (signed responses, §10)
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+@attrs.frozen
+class Framed:
+    """An inbound message with the exact bytes it arrived as (an HTTP body), so a signed
+    response can hash them (§10)."""
+
+    message: dict[str, Any]
+    frame: bytes
 
 
 @attrs.define(eq=False)
@@ -293,6 +304,9 @@ class AcpConnection:
         write: writes a batch of messages to the peer (called by the writer task only).
         transport: ``"acp-stdio"``, ``"acp-http"`` or ``"acp-ws"`` (in ``Session.metadata``).
         metadata: more transport facts for ``Session.metadata``.
+        principal: the caller verified by the carrier (§10): ``principal`` and ``sub`` in
+            every session's metadata.
+        signer: signs each completed ``session/prompt`` result (``_meta.signature``, §10).
         on_stuck: extra action when the peer stops reading (the connection is closed anyway).
     """
 
@@ -304,11 +318,19 @@ class AcpConnection:
         *,
         transport: str,
         metadata: dict[str, Any] | None = None,
+        principal: Principal | None = None,
+        signer: ResponseSigner | None = None,
     ) -> None:
         self.runtime = runtime
         self.agent = agent
         self.transport = transport
-        self.metadata = metadata or {}
+        self.metadata = dict(metadata or {})
+        self.principal = principal
+        self.signer = signer
+        if principal is not None:
+            self.metadata["principal"] = principal
+            self.metadata["sub"] = principal.sub
+        self._frame = b""  # the exact bytes of the message being dispatched
         self.sessions: dict[str, AcpSession] = {}
         self.client_capabilities: dict[str, Any] | None = None
         self.scope = trio.CancelScope()
@@ -392,8 +414,26 @@ class AcpConnection:
         self.runtime.stats.errors += 1
         self._reply(rpc.error(id, code, message))
 
-    def handle(self, item: str | bytes | dict[str, Any] | acp.LineTooLong) -> None:
+    def handle(self, item: str | bytes | dict[str, Any] | Framed | acp.LineTooLong) -> None:
         """Handle one inbound message (never blocks)."""
+        if isinstance(item, Framed):
+            self._frame = item.frame
+            try:
+                self.handle(item.message)
+            finally:
+                self._frame = b""
+            return
+        if isinstance(item, str | bytes) and not self._frame:
+            self._frame = item.encode("utf-8") if isinstance(item, str) else item
+            try:
+                self.handle_message(item)
+            finally:
+                self._frame = b""
+            return
+        self.handle_message(item)
+
+    def handle_message(self, item: str | bytes | dict[str, Any] | acp.LineTooLong) -> None:
+        """Handle one inbound message whose bytes, if needed, are already recorded."""
         if isinstance(item, acp.LineTooLong):
             self.send_error(
                 rpc.INVALID_REQUEST,
@@ -509,7 +549,7 @@ class AcpConnection:
         if s.prompt is not None:
             raise acp.busy(req, s.id)
         # Marked busy before the task starts, so a second prompt in the same batch is refused.
-        s.prompt = _Prompt(request_id=req.id)
+        s.prompt = _Prompt(request_id=req.id, frame=self._frame)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_prompt, s, s.prompt, params)
 
@@ -528,10 +568,13 @@ class AcpConnection:
             state.metadata["payment_token"] = params.payment_token
         state.messages.append(Message(role="user", content=params.content))
         renderer = acp.UpdateRenderer(s.id)
+        hasher = ResponseHasher() if self.signer is not None else None
 
         async def emit(event: Any) -> None:
             if type(event) is uamp.ResponseDelta:
                 runtime.stats.deltas += 1
+                if hasher is not None and type(event.delta) is uamp.TextDelta:
+                    hasher.update(event.delta.text)
             for m in renderer.render(event):
                 await self.writer.send(Outgoing(m, s.id))
 
@@ -557,15 +600,22 @@ class AcpConnection:
                 runtime.stats.responses_failed += 1
         # Queued after every update of this prompt: the client sees no update after it.
         paid = None if p.scope.cancel_called else payment_reply(p.request_id, terminal)
-        await self.writer.send(
-            Outgoing(
-                paid
-                or acp.prompt_reply(
-                    p.request_id,
-                    terminal,
-                    finish_reason=ctx.finish_reason,
-                    cancelled=p.scope.cancel_called,
-                ),
-                s.id,
-            )
+        reply = paid or acp.prompt_reply(
+            p.request_id, terminal, finish_reason=ctx.finish_reason, cancelled=p.scope.cancel_called
         )
+        if (
+            hasher is not None
+            and self.signer is not None
+            and not p.scope.cancel_called
+            and type(terminal) is uamp.ResponseDone
+            and isinstance(reply.get("result"), dict)
+        ):
+            reply["result"]["_meta"] = {
+                "signature": self.signer.sign(
+                    request_bytes=p.frame,
+                    response_hash=hasher.hexdigest(),
+                    audience=self.principal.sub if self.principal is not None else None,
+                    response_id=ctx.response_id,
+                )
+            }
+        await self.writer.send(Outgoing(reply, s.id))

@@ -34,18 +34,28 @@ from typing import Any
 
 import orjson
 import trio
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from ...agent import Agent, Skill, http, websocket
+from ...auth import (
+    AuthError,
+    AuthService,
+    HttpFailure,
+    Principal,
+    ResponseSigner,
+    base_url_of,
+    bearer_token,
+    http_failure,
+)
 from ...payments import select_payment_token
 from ...protocols import acp, jsonrpc as rpc
 from ...protocols.completions import CompletionsError
 from ...protocols.sse import SSE_HEADERS, sse_comment, sse_event
 from .._runtime import Runtime
 from ..completions import read_body
-from ._engine import AcpConnection, Outgoing, prepare_seed, sync_reply
+from ._engine import AcpConnection, Framed, Outgoing, prepare_seed, sync_reply
 
 __all__ = ["ACPTransport", "AcpRegistry", "HttpConnection", "serve_acp_websocket"]
 
@@ -82,6 +92,8 @@ class HttpConnection:
         connection_id: 32 hex digits (``Acp-Connection-Id``).
         idle_timeout: no stream and no request for this long closes the connection.
         buffer_size: messages kept while no stream is open (overflow closes the connection).
+        principal: the caller verified at ``initialize`` (§10).
+        signer: signs completed prompt results (a signing agent, §10).
     """
 
     def __init__(
@@ -92,6 +104,8 @@ class HttpConnection:
         *,
         idle_timeout: float,
         buffer_size: int,
+        principal: Principal | None = None,
+        signer: ResponseSigner | None = None,
     ) -> None:
         self.registry = registry
         self.runtime = registry.runtime
@@ -105,6 +119,8 @@ class HttpConnection:
             self._write,
             transport="acp-http",
             metadata={"connection_id": connection_id},
+            principal=principal,
+            signer=signer,
         )
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[Any](
             self.runtime.config.turn_queue_size
@@ -163,7 +179,7 @@ class HttpConnection:
             with trio.move_on_at(deadline):
                 await waiter.wait()
 
-    async def deliver(self, message: dict[str, Any]) -> bool:
+    async def deliver(self, message: dict[str, Any] | Framed) -> bool:
         """Hand one client message to the engine; False if the connection is closed."""
         self.touch()
         try:
@@ -262,12 +278,24 @@ class AcpRegistry:
         self._nursery = nursery
 
     async def create(
-        self, agent: Agent, *, idle_timeout: float, buffer_size: int
+        self,
+        agent: Agent,
+        *,
+        idle_timeout: float,
+        buffer_size: int,
+        principal: Principal | None = None,
+        signer: ResponseSigner | None = None,
     ) -> HttpConnection:
         """Start a new connection for ``agent`` (running once this returns)."""
         conn_id = self.runtime.ids.hex(16)
         conn = HttpConnection(
-            self, agent, conn_id, idle_timeout=idle_timeout, buffer_size=buffer_size
+            self,
+            agent,
+            conn_id,
+            idle_timeout=idle_timeout,
+            buffer_size=buffer_size,
+            principal=principal,
+            signer=signer,
         )
         self.connections[conn_id] = conn
         await self._nursery.start(conn.run)
@@ -447,10 +475,45 @@ def _single(message: dict[str, Any]) -> Run:
 # --------------------------------------------------------------------------------------------
 
 
+async def authenticate(
+    conn: HTTPConnection, agent: Agent
+) -> tuple[Principal | None, ResponseSigner | None] | HttpFailure:
+    """Verify a request's (or handshake's) bearer credential for ``agent`` (§10).
+
+    Returns ``(principal, signer)`` (both ``None`` without an auth service), or the failure
+    to answer with (401/403 + ``WWW-Authenticate``).
+    """
+    auth = AuthService.of(Runtime.of(conn))
+    if auth is None:
+        return None, None
+    base = base_url_of(conn.scope)
+    try:
+        principal = await auth.authenticate(
+            agent.name, bearer_token(conn.headers, conn.query_params), base
+        )
+    except AuthError as err:
+        return http_failure(err)
+    return principal, auth.signer(agent.name, base)
+
+
+def _refusal(failure: HttpFailure) -> JSONResponse:
+    return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+
+
 async def handle_post(
-    request: Request, agent: Agent, *, idle_timeout: float, buffer_size: int
+    request: Request,
+    agent: Agent,
+    *,
+    idle_timeout: float,
+    buffer_size: int,
+    principal: Principal | None = None,
+    signer: ResponseSigner | None = None,
 ) -> Response:
-    """``POST /agents/{name}/acp``: §8.2 rules, seed methods (§8.3) answered in place."""
+    """``POST /agents/{name}/acp``: §8.2 rules, seed methods (§8.3) answered in place.
+
+    ``principal`` and ``signer`` (§10, verified by the caller) go to a connection created by
+    ``initialize``.
+    """
     runtime = Runtime.of(request)
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != "application/json":
@@ -496,7 +559,13 @@ async def handle_post(
             registry = _registry(runtime)
             if registry is None:
                 return _rpc_response(503, rpc.INTERNAL_ERROR, "the ACP transport is not running")
-            new = await registry.create(agent, idle_timeout=idle_timeout, buffer_size=buffer_size)
+            new = await registry.create(
+                agent,
+                idle_timeout=idle_timeout,
+                buffer_size=buffer_size,
+                principal=principal,
+                signer=signer,
+            )
             caps = (
                 (msg.params or {}).get("clientCapabilities")
                 if isinstance(msg.params, dict)
@@ -520,7 +589,7 @@ async def handle_post(
             )
         if sid not in conn.engine.sessions:
             return _rpc_response(404, rpc.INVALID_REQUEST, f"unknown {SESSION_HEADER}", msg_id)
-    if not await conn.deliver(data):
+    if not await conn.deliver(Framed(data, body)):
         return _rpc_response(404, rpc.INVALID_REQUEST, f"unknown {CONNECTION_HEADER}", msg_id)
     return Response(status_code=202)
 
@@ -560,9 +629,15 @@ async def serve_acp_websocket(ws: WebSocket, agent: Agent) -> None:
     """Serve one ACP connection over a WebSocket (text frames, one JSON-RPC message each).
 
     Returns when the client leaves or the server drains (close 1001), after every prompt of
-    the connection has finished. Cancellation stops everything at once.
+    the connection has finished. Cancellation stops everything at once. A bad credential (or
+    none when required, §10) refuses the handshake with 401 + ``WWW-Authenticate``.
     """
     runtime = Runtime.of(ws)
+    verified = await authenticate(ws, agent)
+    if isinstance(verified, HttpFailure):
+        await ws.send_denial_response(_refusal(verified))
+        return
+    principal, signer = verified
     conn_id = runtime.ids.hex(16)
     await ws.accept(headers=[(CONNECTION_HEADER.lower().encode(), conn_id.encode())])
     send, receive = ws._send, ws._receive
@@ -577,7 +652,13 @@ async def serve_acp_websocket(ws: WebSocket, agent: Agent) -> None:
                 raise trio.BrokenResourceError("ACP WebSocket closed") from exc
 
     engine = AcpConnection(
-        runtime, agent, write, transport="acp-ws", metadata={"connection_id": conn_id}
+        runtime,
+        agent,
+        write,
+        transport="acp-ws",
+        metadata={"connection_id": conn_id},
+        principal=principal,
+        signer=signer,
     )
     inbound_send, inbound_recv = trio.open_memory_channel[Any](runtime.config.turn_queue_size)
     close: list[tuple[int, str]] = []
@@ -642,10 +723,22 @@ class ACPTransport(Skill):
 
     @http("/acp", methods=["POST", "GET", "DELETE"])
     async def acp_http(self, request: Request) -> Response:
-        """``POST``/``GET``/``DELETE /agents/{name}/acp``."""
+        """``POST``/``GET``/``DELETE /agents/{name}/acp``.
+
+        Every request carries the credential (§10); a bad one (or none when required) is
+        refused with 401 + ``WWW-Authenticate``.
+        """
+        verified = await authenticate(request, self.agent)
+        if isinstance(verified, HttpFailure):
+            return _refusal(verified)
         if request.method == "POST":
             return await handle_post(
-                request, self.agent, idle_timeout=self.idle_timeout, buffer_size=self.buffer_size
+                request,
+                self.agent,
+                idle_timeout=self.idle_timeout,
+                buffer_size=self.buffer_size,
+                principal=verified[0],
+                signer=verified[1],
             )
         if request.method == "GET":
             return handle_get(request, self.agent)

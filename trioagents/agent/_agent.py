@@ -84,6 +84,8 @@ class ToolSpec:
         context_param: name of the parameter that receives the :class:`Context`, if any.
         thread: run a synchronous ``fn`` in a worker thread.
         price: what one call costs on a paid agent (``@tool(price=…)``), else ``None``.
+        scopes: scopes the caller's principal must all hold (``@tool(scopes=…)``); empty:
+            anyone may use the tool.
     """
 
     name: str
@@ -93,6 +95,15 @@ class ToolSpec:
     context_param: str | None = None
     thread: bool = False
     price: Decimal | None = None
+    scopes: tuple[str, ...] = ()
+
+    def allows(self, principal: Any) -> bool:
+        """Whether ``principal`` (duck-typed: its ``scopes``; ``None`` holds none) may use
+        this tool."""
+        if not self.scopes:
+            return True
+        held = getattr(principal, "scopes", None) or ()
+        return set(self.scopes) <= set(held)
 
     @classmethod
     def from_function(
@@ -103,6 +114,7 @@ class ToolSpec:
         description: str | None = None,
         thread: bool = False,
         price: Decimal | None = None,
+        scopes: Iterable[str] = (),
     ) -> ToolSpec:
         """Build a spec from ``fn``'s signature and docstring."""
         ctx_param = None
@@ -120,6 +132,7 @@ class ToolSpec:
             context_param=ctx_param,
             thread=thread,
             price=price,
+            scopes=tuple(scopes),
         )
 
     @property
@@ -174,6 +187,8 @@ class HttpEndpoint:
     path: str
     methods: tuple[str, ...]
     handler: Callable[[Request], Awaitable[Any]]
+    scopes: tuple[str, ...] = ()
+    """Scopes the caller must hold; the server checks them before calling the handler."""
 
 
 @attrs.frozen
@@ -182,6 +197,8 @@ class WebSocketEndpoint:
 
     path: str
     handler: Callable[[WebSocket], Awaitable[None]]
+    scopes: tuple[str, ...] = ()
+    """Scopes the caller must hold; the server checks them before calling the handler."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +315,7 @@ class Agent:
                 description=meta.description if meta else None,
                 thread=meta.thread if meta else False,
                 price=meta.price if meta else None,
+                scopes=meta.scopes if meta else (),
             )
         if spec.name in self.tools or spec.name in self.handoffs:
             raise ValueError(f"agent {self.name!r} already has a tool named {spec.name!r}")
@@ -347,14 +365,24 @@ class Agent:
         self._prompts.sort(key=lambda t: (t[0], t[1]))
 
     def add_http(
-        self, path: str, handler: Callable[..., Any], methods: Iterable[str] = ("GET",)
+        self,
+        path: str,
+        handler: Callable[..., Any],
+        methods: Iterable[str] = ("GET",),
+        *,
+        scopes: Iterable[str] = (),
     ) -> None:
-        """Serve ``handler`` at ``/agents/{name}{path}``."""
-        self.http_endpoints.append(HttpEndpoint(path, tuple(m.upper() for m in methods), handler))
+        """Serve ``handler`` at ``/agents/{name}{path}`` (callers need all of ``scopes``)."""
+        self.http_endpoints.append(
+            HttpEndpoint(path, tuple(m.upper() for m in methods), handler, tuple(scopes))
+        )
 
-    def add_websocket(self, path: str, handler: Callable[..., Any]) -> None:
-        """Serve WebSocket ``handler`` at ``/agents/{name}{path}``."""
-        self.websocket_endpoints.append(WebSocketEndpoint(path, handler))
+    def add_websocket(
+        self, path: str, handler: Callable[..., Any], *, scopes: Iterable[str] = ()
+    ) -> None:
+        """Serve WebSocket ``handler`` at ``/agents/{name}{path}`` (callers need all of
+        ``scopes``)."""
+        self.websocket_endpoints.append(WebSocketEndpoint(path, handler, tuple(scopes)))
 
     def _collect(self, owner: object) -> None:
         seen: set[str] = set()
@@ -376,6 +404,7 @@ class Agent:
                                 description=meta.description,
                                 thread=meta.thread,
                                 price=meta.price,
+                                scopes=meta.scopes,
                             )
                         )
                     elif isinstance(meta, HookMeta):
@@ -385,9 +414,9 @@ class Agent:
                     elif isinstance(meta, HandoffMeta):
                         self.add_handoff(bound, name=meta.name, description=meta.description)
                     elif isinstance(meta, HttpMeta):
-                        self.add_http(meta.path, bound, meta.methods)
+                        self.add_http(meta.path, bound, meta.methods, scopes=meta.scopes)
                     elif isinstance(meta, WebSocketMeta):
-                        self.add_websocket(meta.path, bound)
+                        self.add_websocket(meta.path, bound, scopes=meta.scopes)
 
     # -- running ---------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ class ToolMeta:
     description: str | None
     thread: bool
     price: Decimal | None = None
+    scopes: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -74,6 +75,7 @@ class HttpMeta:
 
     path: str
     methods: tuple[str, ...]
+    scopes: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -81,6 +83,7 @@ class WebSocketMeta:
     """``@websocket`` metadata."""
 
     path: str
+    scopes: tuple[str, ...] = ()
 
 
 Meta = ToolMeta | HookMeta | PromptMeta | HandoffMeta | HttpMeta | WebSocketMeta
@@ -110,6 +113,7 @@ def tool(
     description: str | None = None,
     thread: bool = False,
     price: Decimal | str | int | None = None,
+    scopes: Sequence[str] = (),
 ) -> Callable[[F], F]: ...
 def tool(
     fn: F | None = None,
@@ -119,6 +123,7 @@ def tool(
     description: str | None = None,
     thread: bool = False,
     price: Decimal | str | int | None = None,
+    scopes: Sequence[str] = (),
 ) -> F | Callable[[F], F]:
     """Expose a function to the model as a tool.
 
@@ -135,6 +140,10 @@ def tool(
         price: what one call costs on a paid agent (a decimal string, ``Decimal`` or int,
             never a float); charged before the tool runs (PROTOCOLS.md §9, see
             :class:`~trioagents.payments.Pricing`).
+        scopes: scopes the caller's principal must all hold
+            (``session.metadata["principal"]``): without them the tool is not offered to the
+            model, and a call of it anyway gets the error result ``error: insufficient scope``.
+            Anonymous callers hold no scopes. Empty (the default): everyone may use it.
 
     Raises:
         TypeError: ``price`` is a float.
@@ -148,8 +157,15 @@ def tool(
         if amount is not None and amount < 0:
             raise ValueError(f"a tool price cannot be negative: {price!r}")
 
+    needed = _scopes(scopes)
+
     def deco(f: F) -> F:
-        return _mark(f, ToolMeta(name=name, description=description, thread=thread, price=amount))
+        return _mark(
+            f,
+            ToolMeta(
+                name=name, description=description, thread=thread, price=amount, scopes=needed
+            ),
+        )
 
     return deco(fn) if fn is not None else deco
 
@@ -215,27 +231,62 @@ def handoff(
     return deco(fn) if fn is not None else deco
 
 
-def http(path: str, *, methods: Sequence[str] = ("GET",)) -> Callable[[F], F]:
+def _scopes(scopes: Sequence[str] | str) -> tuple[str, ...]:
+    """Normalise a scopes argument: a sequence of names (a bare string is one scope)."""
+    if isinstance(scopes, str):
+        scopes = (scopes,)
+    out = tuple(dict.fromkeys(str(s) for s in scopes))
+    if any(not s or " " in s for s in out):
+        raise ValueError(f"scopes must be non-empty names without spaces: {scopes!r}")
+    return out
+
+
+def http(
+    path: str, *, methods: Sequence[str] = ("GET",), scopes: Sequence[str] = ()
+) -> Callable[[F], F]:
     """Serve an HTTP endpoint at ``/agents/{name}{path}`` (and at ``path`` in single-agent mode).
 
     The handler receives a Starlette ``Request`` and returns a ``Response`` or a JSON value.
+
+    Args:
+        path: the endpoint's path below the agent's URL (starts with ``/``).
+        methods: the HTTP methods it serves.
+        scopes: scopes the caller must all hold. When given, the server authenticates the
+            request (bearer token, PROTOCOLS.md §0.2/§10) before calling the handler: 401
+            without a valid token, 403 ``insufficient_scope`` without the scopes.
+
+    Raises:
+        ValueError: ``path`` does not start with ``/``, or a scope is empty or has a space.
     """
     if not path.startswith("/"):
         raise ValueError(f"endpoint path must start with '/': {path!r}")
+    needed = _scopes(scopes)
 
     def deco(f: F) -> F:
-        return _mark(f, HttpMeta(path=path, methods=tuple(m.upper() for m in methods)))
+        return _mark(
+            f, HttpMeta(path=path, methods=tuple(m.upper() for m in methods), scopes=needed)
+        )
 
     return deco
 
 
-def websocket(path: str) -> Callable[[F], F]:
+def websocket(path: str, *, scopes: Sequence[str] = ()) -> Callable[[F], F]:
     """Serve a WebSocket endpoint at ``/agents/{name}{path}``; the handler gets a Starlette
-    ``WebSocket`` and owns it until it returns."""
+    ``WebSocket`` and owns it until it returns.
+
+    Args:
+        path: the endpoint's path below the agent's URL (starts with ``/``).
+        scopes: scopes the caller must all hold: checked before the handshake is accepted
+            (HTTP 401 / 403 denial response otherwise), as for :func:`http`.
+
+    Raises:
+        ValueError: ``path`` does not start with ``/``, or a scope is empty or has a space.
+    """
     if not path.startswith("/"):
         raise ValueError(f"endpoint path must start with '/': {path!r}")
+    needed = _scopes(scopes)
 
     def deco(f: F) -> F:
-        return _mark(f, WebSocketMeta(path=path))
+        return _mark(f, WebSocketMeta(path=path, scopes=needed))
 
     return deco

@@ -419,7 +419,10 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
     messages = tuple(ctx.session.messages)
     if system:
         messages = (Message(role="system", content=system), *messages)
-    tools = tuple(t.openai for t in agent.tools.values())
+    # Scoped tools (``@tool(scopes=…)``) are offered only to a caller whose principal holds
+    # their scopes; anonymous callers (no principal) get only the unscoped ones.
+    principal = _principal(ctx)
+    tools = tuple(t.openai for t in agent.tools.values() if t.allows(principal))
     tools += tuple(h.tool.openai for h in agent.handoffs.values())
     tools += tuple(ctx.tools_of_client)
     request = ModelRequest(
@@ -474,6 +477,16 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
     return calls
 
 
+class _InsufficientScope(Exception):
+    """The caller lacks a scope the called tool needs (becomes the tool's error result)."""
+
+
+def _principal(ctx: Context) -> Any:
+    """The caller's principal as the transport recorded it (``None``: anonymous). Duck-typed:
+    only its ``scopes`` are read, so the agent layer does not depend on ``trioagents.auth``."""
+    return ctx.session.metadata.get("principal")
+
+
 def _add_usage(ctx: Context, u: Usage) -> None:
     prev = ctx.usage or uamp.UsageInfo()
     inp = prev.input_tokens + u.input_tokens
@@ -512,11 +525,15 @@ async def _run_agent_tools(
                     result = f"Transferred to {target.name}."
                 else:
                     spec = agent.tools[call.name]
+                    if not spec.allows(_principal(ctx)):
+                        raise _InsufficientScope
                     if ctx.payment is not None:  # before it runs; may wait for a top-up here
                         await ctx.payment.charge_tool(call.name, cast(Any, spec))
                     result = await spec.call(ctx, call.arguments)
             except PaymentError:
                 raise  # ends (or already suspended and resumed) the turn, never a tool result
+            except _InsufficientScope:
+                is_error, result = True, "error: insufficient scope"
             except ToolArgumentError as exc:
                 is_error, result = True, f"error: {exc}"
             except Exception as exc:

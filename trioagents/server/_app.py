@@ -25,7 +25,16 @@ from starlette.websockets import WebSocket
 
 from .. import uamp
 from ..agent import Agent
-from ..auth import AuthService, base_url_of, openid_configuration
+from ..auth import (
+    AuthError,
+    AuthService,
+    Principal,
+    base_url_of,
+    bearer_token,
+    http_failure,
+    openid_configuration,
+    require_scopes,
+)
 from ..config import Config
 from ..connections import ConnectionAgent, ConnectionHost
 from ..connections._web import web_routes
@@ -201,13 +210,18 @@ class AgentServer:
                 extra.extend(contribute(self.runtime))
         http: dict[str, dict[tuple[str, str], Any]] = {}
         ws: dict[str, dict[str, Any]] = {}
+        # Scopes an endpoint demands (``@http(scopes=…)``), keyed like the handler tables.
+        self._http_scopes: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {}
+        self._ws_scopes: dict[str, dict[str, tuple[str, ...]]] = {}
         for agent in self.agents.values():
             for ep in agent.http_endpoints:
                 table = http.setdefault(ep.path, {})
                 for method in ep.methods:
                     table[(agent.name, method)] = ep.handler
+                    self._http_scopes.setdefault(ep.path, {})[(agent.name, method)] = ep.scopes
             for wep in agent.websocket_endpoints:
                 ws.setdefault(wep.path, {})[agent.name] = wep.handler
+                self._ws_scopes.setdefault(wep.path, {})[agent.name] = wep.scopes
         self._http = http
         self._ws = ws
         for path, table in http.items():
@@ -239,8 +253,31 @@ class AgentServer:
     def _agent_of(self, params: dict[str, Any], fixed: str | None) -> Agent | None:
         return self.agents.get(fixed or params.get("agent", ""))
 
+    async def _check_scopes(
+        self, agent: Agent, scopes: tuple[str, ...], conn: Request | WebSocket
+    ) -> Principal:
+        """Authenticate the caller of a scoped endpoint and check its scopes.
+
+        Without an auth service nobody can prove a scope, so a scoped endpoint refuses every
+        caller (``missing_token``, fail closed).
+
+        Raises:
+            AuthError: no or a bad credential (401), or missing scopes (403).
+        """
+        auth = AuthService.of(self.runtime)
+        token = bearer_token(conn.headers, conn.query_params)
+        principal: Principal | None = None
+        if auth is not None:
+            principal = await auth.authenticate(agent.name, token, base_url_of(conn.scope))
+        if principal is None:
+            raise AuthError("missing_token", f"endpoint requires scopes: {' '.join(scopes)}")
+        require_scopes(principal, scopes)
+        conn.state.principal = principal  # the handler may read request.state.principal
+        return principal
+
     def _dispatch_http(self, path: str, fixed: str | None) -> Any:
         table = self._http[path]
+        needs = self._http_scopes.get(path, {})
 
         async def endpoint(request: Request) -> Response:
             agent = self._agent_of(request.path_params, fixed)
@@ -256,6 +293,15 @@ class AgentServer:
                 return error_response(
                     404, "route_not_found", f"agent {agent.name!r} has no endpoint {path}"
                 )
+            scopes = needs.get((agent.name, request.method), ())
+            if scopes:
+                try:
+                    await self._check_scopes(agent, scopes, request)
+                except AuthError as err:
+                    failure = http_failure(err)
+                    return JSONResponse(
+                        failure.body, status_code=failure.status, headers=failure.headers
+                    )
             result = handler(request)
             if inspect.isawaitable(result):
                 result = await result
@@ -265,6 +311,7 @@ class AgentServer:
 
     def _dispatch_ws(self, path: str, fixed: str | None) -> Any:
         table = self._ws[path]
+        needs = self._ws_scopes.get(path, {})
 
         async def endpoint(ws: WebSocket) -> None:
             agent = self._agent_of(ws.path_params, fixed)
@@ -275,6 +322,18 @@ class AgentServer:
                     error_response(404, "agent_not_found", f"no agent named {name!r} with {path}")
                 )
                 return
+            scopes = needs.get(agent.name, ())
+            if scopes:
+                try:
+                    await self._check_scopes(agent, scopes, ws)
+                except AuthError as err:
+                    failure = http_failure(err)
+                    await ws.send_denial_response(
+                        JSONResponse(
+                            failure.body, status_code=failure.status, headers=failure.headers
+                        )
+                    )
+                    return
             await handler(ws)
 
         return endpoint

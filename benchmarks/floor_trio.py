@@ -1,0 +1,146 @@
+"""The raw floor: the fewest layers Trio needs to stream the benchmark's Chat Completions SSE.
+
+Usage::
+
+    python benchmarks/floor_trio.py --port 8200 [--words 200]
+
+A bare ``trio`` + ``h11`` HTTP/1.1 server (keep-alive, chunked bodies, no ASGI, no framework)
+that answers ``POST /v1/chat/completions`` (any body) with the same SSE events, byte for byte
+in shape, as ``trioagents serve`` streaming the benchmark reply: a role chunk, one content
+chunk per word, a finish chunk and ``data: [DONE]``, one socket write per event, no delay.
+``GET /health`` answers ``ok``. Prints ``floor listening on http://127.0.0.1:PORT``. Results
+against it read as what Trio itself can do on this machine; it is not an agent server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from functools import partial
+
+import h11
+import orjson
+import trio
+
+_MAX_REQUEST = 1 << 20
+
+
+def reply_text(words: int) -> str:
+    """The fixed reply: ``words`` short words (the same text as ``uamp_sessions.reply_text``)."""
+    return " ".join(f"w{i}" for i in range(words))
+
+
+def _event(chunk_id: str, created: int, delta: dict[str, str], finish: str | None) -> bytes:
+    body = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": "bench",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def sse_events(words: int, n: int) -> list[bytes]:
+    """The SSE events of the ``n``-th response (each built per request, as a server would)."""
+    chunk_id = f"chatcmpl-{n:024x}"
+    created = int(time.time())
+    pieces = reply_text(words).split(" ")
+    out = [_event(chunk_id, created, {"role": "assistant", "content": ""}, None)]
+    for i, w in enumerate(pieces):
+        out.append(_event(chunk_id, created, {"content": w if i == 0 else " " + w}, None))
+    out.append(_event(chunk_id, created, {}, "stop"))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+class _Counter:
+    n = 0
+
+
+async def handle(stream: trio.SocketStream, *, words: int, counter: _Counter) -> None:
+    """Serve one connection: requests in turn until the client closes it."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
+
+    async def send(event: h11.Event) -> None:
+        data = conn.send(event)
+        if data:
+            await stream.send_all(data)
+
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+            if not isinstance(event, h11.Request):
+                continue
+            while True:  # the request body is not read: drain it to its end
+                body_event = conn.next_event()
+                if body_event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(body_event, h11.EndOfMessage):
+                    break
+                elif isinstance(body_event, h11.ConnectionClosed):
+                    return
+            if event.method == b"POST" and event.target == b"/v1/chat/completions":
+                counter.n += 1
+                headers = [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"transfer-encoding", b"chunked"),
+                ]
+                await send(h11.Response(status_code=200, headers=headers))
+                for chunk in sse_events(words, counter.n):
+                    await send(h11.Data(data=chunk))
+                await send(h11.EndOfMessage())
+            else:
+                status, body = (200, b"ok") if event.target == b"/health" else (404, b"")
+                headers = [(b"content-length", str(len(body)).encode())]
+                await send(h11.Response(status_code=status, headers=headers))
+                await send(h11.Data(data=body))
+                await send(h11.EndOfMessage())
+            conn.start_next_cycle()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+        return
+    finally:
+        await stream.aclose()
+
+
+async def serve(host: str, port: int, words: int) -> None:
+    """Listen on ``host:port`` and serve until SIGINT/SIGTERM."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    sockname = listeners[0].socket.getsockname()
+    print(f"floor listening on http://{sockname[0]}:{sockname[1]}", flush=True)
+    counter = _Counter()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(
+                    trio.serve_listeners, partial(handle, words=words, counter=counter), listeners
+                )
+            )
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and serve until SIGINT."""
+    p = argparse.ArgumentParser(description="trio + h11 floor for the trioagents benchmarks")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--words", type=int, default=int(os.environ.get("TRIOAGENTS_BENCH_WORDS", 200)))
+    args = p.parse_args(argv)
+    trio.run(serve, args.host, args.port, args.words)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The peer: the same mock model served by ``webagents`` (PyPI), for side-by-side benchmarks.
+
+Usage::
+
+    python benchmarks/peer_webagents.py --port 8100 [--words 200]
+
+Serves one agent named ``bench`` with ``webagents.create_server`` on uvicorn (its documented
+way to run): Chat Completions at ``POST /bench/chat/completions`` (send any ``Authorization``
+header: its credential floor checks only that one is present) and UAMP over WebSocket at
+``/bench/uamp`` (``session.create``, then ``input.text``; one session per connection). Its model is a mock LLM skill equivalent to
+trioagents' built-in model in ``uamp_sessions.py``: every request is answered with the same
+reply of ``--words`` words, streamed one word per chunk with no delay. Rate limiting is off in
+webagents 0.3.x already (its middleware is never installed). Prints
+``webagents listening on http://127.0.0.1:PORT`` once the socket accepts, like our CLI.
+
+Requires the ``bench`` extra (``pip install -e '.[bench]'``); never imported by trioagents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+AGENT = "bench"
+
+
+def reply_text(words: int) -> str:
+    """The fixed reply: ``words`` short words (the same text as ``uamp_sessions.reply_text``)."""
+    return " ".join(f"w{i}" for i in range(words))
+
+
+def build_app(words: int) -> Any:
+    """The webagents server app (FastAPI) serving the ``bench`` agent with the mock model."""
+    from webagents import BaseAgent, create_server
+    from webagents.agents.skills.base import Handoff, Skill
+
+    pieces = [w if i == 0 else " " + w for i, w in enumerate(reply_text(words).split(" "))]
+
+    class MockLLMSkill(Skill):
+        """A streaming LLM skill: a fixed reply, one word per OpenAI chunk, no delay."""
+
+        model = "mock"
+
+        async def initialize(self, agent: Any) -> None:
+            self.agent = agent
+            agent.register_handoff(
+                Handoff(
+                    target="mock_llm",
+                    description="fixed-reply mock model",
+                    scope="all",
+                    metadata={
+                        "function": self.chat_completion_stream,
+                        "priority": 10,
+                        "is_generator": True,
+                    },
+                ),
+                source="mock",
+            )
+
+        async def chat_completion_stream(
+            self, messages: list[dict[str, Any]], model: str | None = None, **kwargs: Any
+        ) -> AsyncGenerator[dict[str, Any], None]:
+            base = {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": "mock",
+            }
+            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+            for piece in pieces:
+                yield {**base, "choices": [{"index": 0, "delta": {"content": piece}}]}
+            yield {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": 1,
+                    "completion_tokens": words,
+                    "total_tokens": words + 1,
+                },
+            }
+
+    from webagents.agents.skills.core.transport.uamp.skill import UAMPTransportSkill
+
+    skills = {"primary_llm": MockLLMSkill(), "uamp": UAMPTransportSkill()}
+    agent = BaseAgent(name=AGENT, instructions="", skills=skills)
+
+    def resolve(name: str) -> Any:
+        return agent if name == AGENT else None
+
+    # A static agent's @websocket handlers are only routed by the dynamic-agent catch-all
+    # (webagents 0.3.9, server/core/app.py), so the agent is also its own dynamic resolver.
+    server = create_server(
+        agents=[agent],
+        dynamic_agents=resolve,
+        agent_card=False,
+        heartbeat=False,
+        quiet=True,
+        loopback=True,
+    )
+    return server.app
+
+
+async def serve(host: str, port: int, words: int) -> None:
+    """Run uvicorn on ``host:port`` and print the ``listening on`` line once it accepts."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        build_app(words), host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError("uvicorn stopped before listening")
+        await asyncio.sleep(0.02)
+    sock = server.servers[0].sockets[0].getsockname()
+    print(f"webagents listening on http://{sock[0]}:{sock[1]}", flush=True)
+    await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and serve until SIGINT."""
+    p = argparse.ArgumentParser(description="webagents peer for the trioagents benchmarks")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--words", type=int, default=int(os.environ.get("TRIOAGENTS_BENCH_WORDS", 200)))
+    args = p.parse_args(argv)
+    os.environ.setdefault("WEBAGENTS_LOG_LEVEL", "WARNING")  # no per-request INFO lines
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        asyncio.run(serve(args.host, args.port, args.words))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

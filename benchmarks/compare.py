@@ -49,6 +49,7 @@ from uamp_sessions import (
     WORDS_ENV,
     Meter,
     Sample,
+    ServerProcess,
     percentile,
     reply_text,
     table,
@@ -56,7 +57,6 @@ from uamp_sessions import (
 )
 
 _HERE = Path(__file__).resolve().parent
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 @attrs.frozen
@@ -100,35 +100,10 @@ TARGETS: dict[str, Target] = {
 }
 
 
-@attrs.define(eq=False)
-class Server:
-    """A running target subprocess."""
+class Server(ServerProcess):
+    """A running target subprocess (start-up detection shared with ``uamp_sessions``)."""
 
-    process: trio.Process
-    url: str = ""
-    lines: list[str] = attrs.field(factory=list)
-
-    async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read stdout; report started at the ``listening on`` line; keep draining."""
-        stream = self.process.stdout
-        assert stream is not None
-        buf = b""
-        started = False
-        while data := await stream.receive_some(65536):
-            buf += data
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                m = _LISTENING.search(line)
-                if m and not started:
-                    self.url = m.group(1)
-                    started = True
-                    task_status.started()
-        if not started:
-            raise RuntimeError("the server exited before listening:\n" + "\n".join(self.lines))
-
-    def rss(self) -> tuple[float | None, float | None]:
+    def rss_mib(self) -> tuple[float | None, float | None]:
         """(VmRSS, VmHWM) in MiB from /proc/PID/status."""
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -227,12 +202,12 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, object]
     """Start ``target``, run the workload, stop it; the result row as a dict."""
     expected = reply_text(args.words)
     async with open_target(target, args.words) as server:
-        idle_rss, _ = server.rss()
+        idle_rss, _ = server.rss_mib()
         meter = Meter(server.process.pid)
         samples = await run_completions(
             server.url, target.path, args.connections, args.sessions, meter
         )
-        rss, peak = server.rss()
+        rss, peak = server.rss_mib()
     n = len(samples)
     failed = sum(1 for x in samples if x.status != "completed" or x.text != expected)
     deltas = sum(x.deltas for x in samples)

@@ -50,7 +50,7 @@ from trioagents.client import UampClientSession, open_uamp_client
 
 WORDS_ENV = "TRIOAGENTS_BENCH_WORDS"
 AGENT = "bench"
-_LISTENING = re.compile(r"trioagents listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (http://\S+)")  # our CLI, the peer and the floor
 _THIS_FILE = Path(__file__).resolve()
 
 

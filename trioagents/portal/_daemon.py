@@ -62,6 +62,7 @@ from ._socket import (
     HandshakeRejected,
     SocketClosed,
     dial_websocket,
+    serve_dialed,
 )
 
 __all__ = [
@@ -438,16 +439,6 @@ class _DaemonConnection(UampConnection):
             # The reader sees the close too and ends the connection; drop what is queued.
             self.outbox.close()
 
-    async def _receive(self) -> dict[str, Any]:
-        try:
-            message = await self.sock.get_message()
-        except SocketClosed as exc:
-            self.remote_close_code = exc.close_code
-            return {"type": "websocket.disconnect", "code": exc.close_code}
-        if isinstance(message, bytes):
-            return {"type": "websocket.receive", "bytes": message}
-        return {"type": "websocket.receive", "text": message}
-
     async def run(self) -> None:
         """Register every entry, serve until the socket ends, then close it with our code."""
         portal = self.portal
@@ -456,19 +447,7 @@ class _DaemonConnection(UampConnection):
             self.waiting[eid] = entry
             await self.outbox.send(registration(entry.name, entry.token, event_id=eid))
         portal._set_state("connected")
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keepalive)
-            await self.serve(self._receive)
-            nursery.cancel_scope.cancel()
-        if self.close_code is not None and self.remote_close_code is None:
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(portal.runtime.config.cleanup_timeout),
-            ):
-                try:
-                    await self.sock.aclose(self.close_code, self.close_reason)
-                except SocketClosed:
-                    pass
+        self.remote_close_code = await serve_dialed(self, self.sock, self._keepalive)
 
     async def _keepalive(self) -> None:
         cfg = self.portal.config

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
 from .._errors import TrioAgentsError
+from ..transports._wsconn import WebSocketConnection
 
 __all__ = [
     "DialError",
@@ -35,6 +36,7 @@ __all__ = [
     "DialSocket",
     "Dialer",
     "dial_websocket",
+    "serve_dialed",
 ]
 
 log = logging.getLogger("trioagents.portal")
@@ -247,3 +249,39 @@ def _resource(url: str) -> str:
 def _safe(url: str) -> str:
     """``url`` without its query (tokens never reach logs)."""
     return url.split("?", 1)[0]
+
+
+async def serve_dialed(
+    conn: WebSocketConnection, sock: DialSocket, keepalive: Callable[[], Awaitable[None]]
+) -> int | None:
+    """Serve ``conn`` over a socket we dialled, with ``keepalive`` running alongside.
+
+    On the way out the socket is closed with the connection's own close code (shielded,
+    bounded by ``cleanup_timeout``) unless the peer closed it first.
+
+    Returns:
+        The peer's close code when the peer closed first, else None.
+    """
+    remote: int | None = None
+
+    async def receive() -> dict[str, Any]:
+        nonlocal remote
+        try:
+            message = await sock.get_message()
+        except SocketClosed as exc:
+            remote = exc.close_code
+            return {"type": "websocket.disconnect", "code": exc.close_code}
+        key = "bytes" if isinstance(message, bytes) else "text"
+        return {"type": "websocket.receive", key: message}
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keepalive)
+        await conn.serve(receive)
+        nursery.cancel_scope.cancel()
+    if conn.close_code is not None and remote is None:
+        with trio.CancelScope(shield=True), trio.move_on_after(conn.runtime.config.cleanup_timeout):
+            try:
+                await sock.aclose(conn.close_code, conn.close_reason)
+            except SocketClosed:
+                pass
+    return remote

@@ -53,6 +53,7 @@ from ..portal._socket import (
     HandshakeRejected,
     SocketClosed,
     dial_websocket,
+    serve_dialed,
 )
 from ..protocols import relay as rp
 from ..protocols.portal import backoff_delay, with_token
@@ -670,29 +671,8 @@ class _RelayConnection(WebSocketConnection):
             c.stats.resent += 1
             await self.send_terminal(c.resend.popleft())
 
-    async def _receive(self) -> dict[str, Any]:
-        try:
-            message = await self.sock.get_message()
-        except SocketClosed as exc:
-            self.remote_close_code = exc.close_code
-            return {"type": "websocket.disconnect", "code": exc.close_code}
-        key = "bytes" if isinstance(message, bytes) else "text"
-        return {"type": "websocket.receive", key: message}
-
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat)
-            await self.serve(self._receive)
-            nursery.cancel_scope.cancel()
-        if self.close_code is not None and self.remote_close_code is None:
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(self.runtime.config.cleanup_timeout),
-            ):
-                try:
-                    await self.sock.aclose(self.close_code, self.close_reason)
-                except SocketClosed:
-                    pass
+        self.remote_close_code = await serve_dialed(self, self.sock, self._heartbeat)
 
     async def _heartbeat(self) -> None:
         cfg = self.connector.config

@@ -1,0 +1,4 @@
+"""The trioagents benchmark suite: ``python -m benchmarks --help`` (or ``trioagents bench``).
+
+Not part of the installed package; run it from a checkout. See ``benchmarks/README.md``.
+"""

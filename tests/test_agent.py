@@ -1272,3 +1272,26 @@ async def test_metrics_are_prometheus_text_and_count() -> None:
             assert values["trioagents_responses_total"] == 2
             assert values["trioagents_sessions_total"] == 1
             assert values["trioagents_responses_failed_total"] == 0
+
+
+async def test_metrics_tasks_gauge_returns_to_its_baseline_after_a_connection() -> None:
+    def tasks(text: str) -> int:
+        m = re.search(r"^trioagents_tasks (\d+)$", text, re.M)
+        assert m, text
+        return int(m.group(1))
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_test_server(Agent("counted")) as srv,
+            httpx.AsyncClient(base_url=srv.url) as client,
+        ):
+            await trio.testing.wait_all_tasks_blocked()
+            before = tasks((await client.get("/metrics")).text)
+            async with open_uamp_client(srv.agent_ws_url("counted")) as uamp_client:
+                session = await uamp_client.create_session()
+                assert await session.ask("one") == "You said: one"
+                during = tasks((await client.get("/metrics")).text)
+            await trio.testing.wait_all_tasks_blocked()
+            after = tasks((await client.get("/metrics")).text)
+            assert during > before  # the connection's reader, writer, session tasks
+            assert after == before

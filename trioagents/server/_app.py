@@ -361,6 +361,7 @@ class AgentServer:
             ("responses_failed_total", "counter", s.responses_failed),
             ("deltas_total", "counter", s.deltas),
             ("errors_total", "counter", s.errors),
+            ("tasks", "gauge", _live_tasks()),
         ):
             lines.append(f"# TYPE trioagents_{name} {kind}\ntrioagents_{name} {value}")
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
@@ -458,3 +459,21 @@ class AgentServer:
     async def _server_error(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal server error")
+
+
+def _live_tasks() -> int:
+    """Live trio tasks in this process (the whole tree under the root task).
+
+    Read only when ``/metrics`` is scraped, so a leak check (a benchmark's 1,000 aborts, an
+    operator's dashboard) can see tasks that outlived their connection.
+    """
+    count = 0
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count

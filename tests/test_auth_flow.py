@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -11,61 +9,24 @@ import orjson
 import pytest
 import trio
 import trio_websocket
+from flow_helpers import (
+    AGENT_KEY,
+    API_KEY,
+    CLOCK_START,
+    CONFIG,
+    serve_auth as serve,
+    token,
+)
 
-from trioagents import Agent, BuiltinModel, Config, uamp
+from trioagents import Agent, BuiltinModel, uamp
 from trioagents.auth import (
     AuthError,
     AuthService,
     SigningKey,
-    StaticKeys,
-    jwks_document,
     verify_response_signature,
 )
 from trioagents.server import AgentServer
-from trioagents.testing import TestServer, open_test_server
-
-ISS = "https://issuer.example"
-CLOCK_START = uamp.FixedClock().now_s()
-ISSUER_KEY = SigningKey.generate("EC")
-AGENT_KEY = SigningKey.generate("EC")
-API_KEY = "sk-test-key"
-
-
-def token(
-    *,
-    aud: str = "bot",
-    sub: str = "alice",
-    exp: int | None = None,
-    iss: str = ISS,
-    key: SigningKey = ISSUER_KEY,
-) -> str:
-    """A JWT of the trusted issuer (``exp`` default: an hour after the fixed clock)."""
-    now = CLOCK_START
-    return key.sign({"iss": iss, "sub": sub, "aud": aud, "iat": now, "exp": exp or now + 3600})
-
-
-@asynccontextmanager
-async def serve(
-    *, required: bool = False, clock: uamp.FixedClock | None = None
-) -> AsyncIterator[TestServer]:
-    auth = AuthService(
-        required=required,
-        api_keys={API_KEY: "ci-bot"},
-        trusted_issuers=[ISS],
-        keys=StaticKeys({ISS: jwks_document([ISSUER_KEY])}),
-        sign_responses=["bot"],
-        signing_keys={"bot": AGENT_KEY},
-    )
-    server = AgentServer(
-        [Agent("bot", model=BuiltinModel()), Agent("plain", model=BuiltinModel())],
-        config=Config(host="127.0.0.1", port=0, gc_freeze=False, graceful_timeout=5.0),
-        ids=uamp.SequentialIds(),
-        clock=clock or uamp.FixedClock(),
-        auth=auth,
-    )
-    async with open_test_server(server) as srv:
-        yield srv
-
+from trioagents.testing import open_test_server
 
 BODY = orjson.dumps({"model": "bot", "messages": [{"role": "user", "content": "hi there"}]})
 
@@ -311,7 +272,7 @@ async def test_self_issued_token_verified_through_the_jwks_cache_over_http() -> 
     )
     server = AgentServer(
         [Agent("bot", model=BuiltinModel()), Agent("plain", model=BuiltinModel())],
-        config=Config(host="127.0.0.1", port=0, gc_freeze=False, graceful_timeout=5.0),
+        config=CONFIG,
         ids=uamp.SequentialIds(),
         clock=uamp.FixedClock(),
         auth=auth,

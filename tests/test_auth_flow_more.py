@@ -2,75 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
 import trio
 import trio_websocket
+from flow_helpers import bearer, check_signature as check, serve_auth as serve, token
 
-from trioagents import Agent, BuiltinModel, Config, uamp
-from trioagents.auth import (
-    AuthService,
-    SigningKey,
-    StaticKeys,
-    jwks_document,
-    verify_response_signature,
-)
-from trioagents.server import AgentServer
-from trioagents.testing import TestServer, open_test_server
-
-ISS = "https://issuer.example"
-CLOCK_START = uamp.FixedClock().now_s()
-ISSUER_KEY = SigningKey.generate("EC")
-AGENT_KEY = SigningKey.generate("EC")
 TIMEOUT = 10
-
-
-def token(*, aud: str = "bot", sub: str = "alice", key: SigningKey = ISSUER_KEY) -> str:
-    """A JWT of the trusted issuer, valid for an hour after the fixed clock."""
-    now = CLOCK_START
-    return key.sign({"iss": ISS, "sub": sub, "aud": aud, "iat": now, "exp": now + 3600})
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
-@asynccontextmanager
-async def serve(*, required: bool = False) -> AsyncIterator[TestServer]:
-    auth = AuthService(
-        required=required,
-        trusted_issuers=[ISS],
-        keys=StaticKeys({ISS: jwks_document([ISSUER_KEY])}),
-        sign_responses=["bot"],
-        signing_keys={"bot": AGENT_KEY},
-    )
-    server = AgentServer(
-        [Agent("bot", model=BuiltinModel()), Agent("plain", model=BuiltinModel())],
-        config=Config(host="127.0.0.1", port=0, gc_freeze=False, graceful_timeout=5.0),
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        auth=auth,
-    )
-    async with open_test_server(server) as srv:
-        yield srv
-
-
-def check(signature: str, text: str, request: bytes, srv: TestServer, sub: str | None) -> None:
-    """The signature verifies against the agent's key over exactly ``text`` and ``request``."""
-    claims = verify_response_signature(
-        signature,
-        jwks_document([AGENT_KEY]),
-        text,
-        request,
-        issuer=srv.agent_url("bot"),
-        audience=sub,
-        now=CLOCK_START + 1,
-    )
-    assert claims["iss"] == srv.agent_url("bot")
 
 
 # -- Realtime ---------------------------------------------------------------------------------

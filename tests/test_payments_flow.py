@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from flow_helpers import expensive_tool, funded, paid_agent
 
 from trioagents import Agent, BuiltinModel, CallTool, Reply, tool, uamp
 from trioagents.agent import Context, Message, Session, run_response
@@ -80,18 +81,7 @@ def _paid_agent(script: list[Any], **pricing: Any) -> tuple[Agent, list[str]]:
         calls.append(query)
         return f"results for {query}"
 
-    @tool(price="1.00")
-    async def expensive() -> str:
-        """Costs a lot."""
-        calls.append("expensive")
-        return "expensive result"
-
-    agent = Agent(
-        "paid",
-        model=BuiltinModel(script),
-        tools=[search, expensive],
-        pricing=Pricing(**pricing),
-    )
+    agent = paid_agent(script, tools=[search, expensive_tool(calls)], pricing=Pricing(**pricing))
     return agent, calls
 
 
@@ -178,8 +168,7 @@ async def test_bad_and_short_tokens_end_with_their_own_errors() -> None:
 
 async def test_valid_token_settles_exactly_the_price() -> None:
     with trio.fail_after(5):
-        ledger = MemoryLedger()
-        tok = await ledger.issue_token("1.00")
+        ledger, tok = await funded("1.00")
         # per turn 0.10 + search 0.25 + 2 output words x 0.01 (the tool step streams no words)
         agent, calls = _paid_agent(
             [CallTool("search", {"query": "q"}), Reply("done here")],
@@ -206,8 +195,7 @@ async def test_valid_token_settles_exactly_the_price() -> None:
 
 async def test_tool_beyond_the_token_without_wait_payment_is_a_topup_error() -> None:
     with trio.fail_after(5):
-        ledger = MemoryLedger()
-        tok = await ledger.issue_token("0.50")
+        ledger, tok = await funded("0.50")
         agent, calls = _paid_agent(
             [[Reply("Let me check."), CallTool("expensive")], Reply("unreached")],
             per_turn="0.10",
@@ -227,8 +215,7 @@ async def test_tool_beyond_the_token_without_wait_payment_is_a_topup_error() -> 
 
 async def test_cancel_mid_turn_releases_the_lock() -> None:
     with trio.fail_after(5):
-        ledger = MemoryLedger()
-        tok = await ledger.issue_token("1.00")
+        ledger, tok = await funded("1.00")
         started = trio.Event()
 
         @tool(price="0.30")
@@ -286,8 +273,7 @@ class Submissions:
 
 async def test_in_band_pay_bad_then_good_submission() -> None:
     with trio.fail_after(5):
-        ledger = MemoryLedger()
-        tok = await ledger.issue_token("1.00")
+        ledger, tok = await funded("1.00")
         agent, _ = _paid_agent([Reply("paid answer")], per_turn="0.10")
         rec = Recorder()
         wait = Submissions(["not-a-token", tok.token])
@@ -317,8 +303,7 @@ async def test_in_band_pay_bad_then_good_submission() -> None:
 
 async def test_in_band_topup_resumes_the_suspended_tool() -> None:
     with trio.fail_after(5):
-        ledger = MemoryLedger()
-        tok = await ledger.issue_token("0.50")
+        ledger, tok = await funded("0.50")
 
         async def top_up(err: PaymentError) -> None:
             assert err.action == "topup" and err.amount == Decimal("0.60")

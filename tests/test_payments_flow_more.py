@@ -5,8 +5,6 @@ that the ledger holds no open lock afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -14,57 +12,14 @@ import httpx
 import orjson
 import trio
 import trio_websocket
+from flow_helpers import ACCEPTS, funded, paid_agent, serve_paid, spent
 from portal_fakes import FakeNetwork
 
-from trioagents import Agent, BuiltinModel, Config, Reply, uamp
-from trioagents.payments import MemoryLedger, PaymentsService, Pricing
+from trioagents import uamp
+from trioagents.payments import PaymentsService
 from trioagents.portal import PortalConnect
-from trioagents.server import AgentServer
-from trioagents.testing import TestServer, open_test_server
-from trioagents.transports import DEFAULT_TRANSPORTS
 
-CONFIG = Config(host="127.0.0.1", port=0, gc_freeze=False, graceful_timeout=5.0)
 TIMEOUT = 10
-
-ACCEPTS = [
-    {
-        "scheme": "token",
-        "network": "trioagents",
-        "amount": "0.10",
-        "asset": "trioagents:credits",
-        "payTo": "acct_paid",
-        "maxTimeoutSeconds": 300,
-        "extra": {"tokenType": "jwt"},
-    }
-]
-
-
-def _agent(*replies: str) -> Agent:
-    return Agent(
-        "paid",
-        model=BuiltinModel([Reply(r) for r in replies]),
-        pricing=Pricing(per_turn="0.10", per_output_token="0.01"),
-    )
-
-
-@asynccontextmanager
-async def _serve(agent: Agent, ledger: MemoryLedger, **overrides: Any) -> AsyncIterator[TestServer]:
-    server = AgentServer(
-        agent,
-        config=CONFIG.replace(**overrides),
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        transports=DEFAULT_TRANSPORTS,
-        payments=PaymentsService(ledger, pay_to="acct_paid"),
-    )
-    async with open_test_server(server) as srv:
-        yield srv
-    assert ledger.open_locks() == []  # after every test, whatever happened
-
-
-async def _spent(ledger: MemoryLedger, token_id: str) -> tuple[Decimal, Decimal]:
-    b = await ledger.balance(token_id)
-    return b.spent, b.balance
 
 
 def _rpc(id: int, method: str, params: dict[str, Any]) -> str:
@@ -87,12 +42,11 @@ async def _acp_reply(ws: trio_websocket.WebSocketConnection, id: int) -> tuple[l
 
 
 async def test_acp_32402_then_prompt_with_token() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.", "Second one.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.", "Second one.")
     with trio.fail_after(TIMEOUT):
         async with (
-            _serve(agent, ledger) as srv,
+            serve_paid(agent, ledger) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid", "/acp")) as ws,
         ):
             await ws.send_message(_rpc(1, "initialize", {"protocolVersion": 1}))
@@ -119,7 +73,7 @@ async def test_acp_32402_then_prompt_with_token() -> None:
             assert reply["error"]["code"] == -32402
             assert reply["error"]["data"]["error"] == "PAYMENT_TOKEN_INVALID"
             assert reply["error"]["data"]["subcode"] == "TOKEN_MALFORMED"
-            assert await _spent(ledger, tok.token_id) == (Decimal(0), Decimal("1.00"))
+            assert await spent(ledger, tok.token_id) == (Decimal(0), Decimal("1.00"))
 
             # The client repeats the prompt with the token: payment_token, then _meta.
             await ws.send_message(
@@ -145,14 +99,13 @@ async def test_acp_32402_then_prompt_with_token() -> None:
             text = "".join(u["params"]["update"]["content"]["text"] for u in updates)
             assert text == "Second one."
             # 2 x (0.10 per turn + 2 words x 0.01)
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.24"), Decimal("0.76"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.24"), Decimal("0.76"))
             await ws.aclose()
 
 
 async def test_acp_http_seed_submit_x_payment() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.")
     body = {
         "jsonrpc": "2.0",
         "id": 7,
@@ -160,7 +113,7 @@ async def test_acp_http_seed_submit_x_payment() -> None:
         "params": {"messages": [{"role": "user", "content": "hi"}]},
     }
     with trio.fail_after(TIMEOUT):
-        async with _serve(agent, ledger) as srv, httpx.AsyncClient() as http:
+        async with serve_paid(agent, ledger) as srv, httpx.AsyncClient() as http:
             url = srv.agent_url("paid", "/acp")
             r = await http.post(url, json=body)
             assert r.status_code == 200
@@ -173,7 +126,7 @@ async def test_acp_http_seed_submit_x_payment() -> None:
                 "id": 7,
                 "result": {"status": "complete", "content": "Paid answer."},
             }
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,11 +146,10 @@ def _send(id: int, text: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_a2a_input_required_then_payment_submitted() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.", "Second one.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.", "Second one.")
     with trio.fail_after(TIMEOUT):
-        async with _serve(agent, ledger) as srv, httpx.AsyncClient() as http:
+        async with serve_paid(agent, ledger) as srv, httpx.AsyncClient() as http:
             url = srv.agent_url("paid", "/a2a")
             task = (await http.post(url, json=_send(1, "hi"))).json()["result"]
             assert task["kind"] == "task"
@@ -230,22 +182,21 @@ async def test_a2a_input_required_then_payment_submitted() -> None:
             assert done["id"] == task["id"]
             assert done["status"]["state"] == "completed"
             assert done["artifacts"][0]["parts"] == [{"kind": "text", "text": "Paid answer."}]
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
 
             # Or the client resends with X-PAYMENT (a new task here).
             r = await http.post(url, json=_send(5, "again"), headers={"X-PAYMENT": tok.token})
             done = r.json()["result"]
             assert done["status"]["state"] == "completed"
             assert done["artifacts"][0]["parts"] == [{"kind": "text", "text": "Second one."}]
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.24"), Decimal("0.76"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.24"), Decimal("0.76"))
 
 
 async def test_a2a_resend_on_task_with_x_payment() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.")
     with trio.fail_after(TIMEOUT):
-        async with _serve(agent, ledger) as srv, httpx.AsyncClient() as http:
+        async with serve_paid(agent, ledger) as srv, httpx.AsyncClient() as http:
             url = srv.agent_url("paid", "/a2a")
             task = (await http.post(url, json=_send(1, "hi"))).json()["result"]
             assert task["status"]["state"] == "input-required"
@@ -255,7 +206,7 @@ async def test_a2a_resend_on_task_with_x_payment() -> None:
             done = r.json()["result"]
             assert (done["id"], done["status"]["state"]) == (task["id"], "completed")
             assert done["status"]["message"]["parts"] == [{"kind": "text", "text": "Paid answer."}]
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
 
 
 def _sse_events(text: str) -> list[tuple[str, Any]]:
@@ -273,12 +224,11 @@ def _sse_events(text: str) -> list[tuple[str, Any]]:
 
 
 async def test_a2a_seed_rest_task_failed_then_new_task_with_x_payment() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.")
     body = {"message": {"role": "user", "parts": [{"type": "text", "text": "hi"}]}}
     with trio.fail_after(TIMEOUT):
-        async with _serve(agent, ledger) as srv, httpx.AsyncClient() as http:
+        async with serve_paid(agent, ledger) as srv, httpx.AsyncClient() as http:
             url = srv.agent_url("paid", "/tasks")
             events = _sse_events((await http.post(url, json=body)).text)
             assert [e for e, _ in events] == ["task.started", "task.failed"]
@@ -303,7 +253,7 @@ async def test_a2a_seed_rest_task_failed_then_new_task_with_x_payment() -> None:
             text = "".join(d["parts"][0]["text"] for e, d in events if e == "task.message")
             assert text == "Paid answer."
             assert events[0][1]["id"] != task_id
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,12 +277,11 @@ USER_HI = {"type": "message", "role": "user", "content": [{"type": "input_text",
 
 
 async def test_realtime_payment_required_submit_resumes() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.", "Second one.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.", "Second one.")
     with trio.fail_after(TIMEOUT):
         async with (
-            _serve(agent, ledger) as srv,
+            serve_paid(agent, ledger) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid", "/v1/realtime")) as ws,
         ):
             await _until(ws, "session.created")
@@ -375,7 +324,7 @@ async def test_realtime_payment_required_submit_resumes() -> None:
             assert (done["response"]["id"], done["response"]["status"]) == (rid, "completed")
             assert kinds[-2:] == ["response.done", "payment.balance"]
             assert got[-1]["balance"] == "0.88"
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
 
             # The submitted token is the session's now: the next response just runs.
             await ws.send_message(_rt("response.create"))
@@ -384,17 +333,16 @@ async def test_realtime_payment_required_submit_resumes() -> None:
             assert "payment.required" not in kinds and "payment.accepted" not in kinds
             text = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
             assert text == "Second one."
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.24"), Decimal("0.76"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.24"), Decimal("0.76"))
             await ws.aclose()
 
 
 async def test_realtime_session_update_token_and_timeout() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.")
     with trio.fail_after(TIMEOUT):
         async with (
-            _serve(agent, ledger, payment_timeout=0.3) as srv,
+            serve_paid(agent, ledger, payment_timeout=0.3) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid", "/v1/realtime")) as ws,
         ):
             await _until(ws, "session.created")
@@ -421,7 +369,7 @@ async def test_realtime_session_update_token_and_timeout() -> None:
             got = await _until(ws, "payment.balance")
             text = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
             assert text == "Paid answer."
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
             await ws.aclose()
 
 
@@ -431,12 +379,11 @@ async def test_realtime_session_update_token_and_timeout() -> None:
 
 
 async def test_portal_payment_required_submit_resumes() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
+    ledger, tok = await funded("1.00")
     net = FakeNetwork()
     portal = PortalConnect(
         {"portal_ws_url": "ws://hub.example/ws", "agents": [{"name": "paid", "token": "t"}]},
-        [_agent("Paid answer.")],
+        [paid_agent("Paid answer.")],
         ids=uamp.SequentialIds(),
         clock=uamp.FixedClock(),
         random=lambda: 0.0,
@@ -479,18 +426,17 @@ async def test_portal_payment_required_submit_resumes() -> None:
             ]
             text = "".join(e["delta"]["text"] for e in got if e["type"] == "response.delta")
             assert text == "Paid answer."
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
             nursery.cancel_scope.cancel()
     assert ledger.open_locks() == []
 
 
 async def test_realtime_session_update_wakes_a_waiting_response() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
-    agent = _agent("Paid answer.")
+    ledger, tok = await funded("1.00")
+    agent = paid_agent("Paid answer.")
     with trio.fail_after(TIMEOUT):
         async with (
-            _serve(agent, ledger) as srv,
+            serve_paid(agent, ledger) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid", "/v1/realtime")) as ws,
         ):
             await _until(ws, "session.created")
@@ -503,5 +449,5 @@ async def test_realtime_session_update_wakes_a_waiting_response() -> None:
             assert kinds.index("session.updated") < kinds.index("payment.accepted")
             text = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
             assert text == "Paid answer."
-            assert await _spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
+            assert await spent(ledger, tok.token_id) == (Decimal("0.12"), Decimal("0.88"))
             await ws.aclose()

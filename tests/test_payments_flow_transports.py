@@ -3,8 +3,7 @@ UAMP ``payment.*`` negotiation and the mid-stream top-up. The ledger is checked 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,47 +12,9 @@ import orjson
 import pytest
 import trio
 import trio_websocket
+from flow_helpers import ACCEPTS, expensive_tool, funded, paid_agent, serve_paid, sse_data
 
-from trioagents import Agent, BuiltinModel, CallTool, Config, Reply, tool, uamp
-from trioagents.payments import MemoryLedger, PaymentsService, Pricing
-from trioagents.server import AgentServer
-from trioagents.testing import TestServer, open_test_server
-from trioagents.transports import DEFAULT_TRANSPORTS
-
-CONFIG = Config(host="127.0.0.1", port=0, gc_freeze=False, graceful_timeout=5.0)
-
-
-def _agent(script: list[Any], tool_log: list[str], gate: trio.Event | None = None) -> Agent:
-    @tool(price="1.00")
-    async def expensive() -> str:
-        """Costs a lot."""
-        tool_log.append("expensive")
-        if gate is not None:
-            await gate.wait()
-        return "expensive result"
-
-    return Agent(
-        "paid",
-        model=BuiltinModel(script),
-        tools=[expensive],
-        pricing=Pricing(per_turn="0.10", per_output_token="0.01"),
-    )
-
-
-@asynccontextmanager
-async def _serve(agent: Agent, ledger: MemoryLedger, **overrides: Any) -> AsyncIterator[TestServer]:
-    server = AgentServer(
-        agent,
-        config=CONFIG.replace(**overrides),
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        transports=DEFAULT_TRANSPORTS,
-        payments=PaymentsService(ledger, pay_to="acct_paid"),
-    )
-    async with open_test_server(server) as srv:
-        yield srv
-    assert ledger.open_locks() == []  # after every test, whatever happened
-
+from trioagents import CallTool, Reply, uamp
 
 # --------------------------------------------------------------------------------------------
 # Completions
@@ -62,47 +23,25 @@ async def _serve(agent: Agent, ledger: MemoryLedger, **overrides: Any) -> AsyncI
 BODY = {"model": "paid", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _sse(text: str) -> list[Any]:
-    out: list[Any] = []
-    for block in text.split("\n\n"):
-        for line in block.splitlines():
-            if line.startswith("data: "):
-                data = line[6:]
-                out.append(data if data == "[DONE]" else orjson.loads(data))
-    return out
-
-
 async def test_completions_402_then_x_payment_retry() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
+    ledger, tok = await funded("1.00")
     log: list[str] = []
-    agent = _agent([Reply("Paid answer."), Reply("Second one."), Reply("Third one.")], log)
+    agent = paid_agent("Paid answer.", "Second one.", "Third one.", tools=[expensive_tool(log)])
     with trio.fail_after(10):
-        async with _serve(agent, ledger) as srv, httpx.AsyncClient() as http:
+        async with serve_paid(agent, ledger) as srv, httpx.AsyncClient() as http:
             url = srv.agent_url("paid", "/v1/chat/completions")
             r = await http.post(url, json=BODY)
             assert r.status_code == 402
             body = r.json()
-            accepts = [
-                {
-                    "scheme": "token",
-                    "network": "trioagents",
-                    "amount": "0.10",
-                    "asset": "trioagents:credits",
-                    "payTo": "acct_paid",
-                    "maxTimeoutSeconds": 300,
-                    "extra": {"tokenType": "jwt"},
-                }
-            ]
             assert body["error"] == "PAYMENT_TOKEN_REQUIRED"
             assert body["subcode"] is None
             assert body["message"] == "Payment token required"
             assert body["user_message"] == "This agent requires payment."
             assert body["status_code"] == 402 and body["x402Version"] == 2
-            assert body["accepts"] == accepts
+            assert body["accepts"] == ACCEPTS
             assert body["context"]["agent_name"] == "paid"
             assert body["context"]["x402Version"] == 2
-            assert body["context"]["accepts"] == accepts
+            assert body["context"]["accepts"] == ACCEPTS
             assert (await ledger.balance(tok.token_id)).balance == Decimal("1.00")
 
             # Each token source (§0.2): X-PAYMENT, legacy X-Payment-Token, ?payment_token=.
@@ -125,19 +64,21 @@ async def test_completions_402_then_x_payment_retry() -> None:
 
 
 async def test_completions_stream_runs_out_mid_turn_error_chunk() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("0.50")
+    ledger, tok = await funded("0.50")
     log: list[str] = []
-    agent = _agent([[Reply("Let me check."), CallTool("expensive")], Reply("unreached")], log)
+    agent = paid_agent(
+        [[Reply("Let me check."), CallTool("expensive")], Reply("unreached")],
+        tools=[expensive_tool(log)],
+    )
     with trio.fail_after(10):
-        async with _serve(agent, ledger) as srv, httpx.AsyncClient() as http:
+        async with serve_paid(agent, ledger) as srv, httpx.AsyncClient() as http:
             r = await http.post(
                 srv.agent_url("paid", "/v1/chat/completions"),
                 json={**BODY, "stream": True},
                 headers={"X-PAYMENT": tok.token},
             )
             assert r.status_code == 200
-            chunks = _sse(r.text)
+            chunks = sse_data(r.text)
             text = "".join(
                 c["choices"][0]["delta"].get("content") or ""
                 for c in chunks
@@ -197,15 +138,15 @@ def _texts(events: list[dict[str, Any]]) -> str:
 async def test_uamp_mid_stream_topup_completes_in_place() -> None:
     """The headline: text streams, an expensive tool drains the lock, the client tops up its
     token at the ledger and submits it, the same response finishes; charged exactly once."""
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("0.50")
+    ledger, tok = await funded("0.50")
     log: list[str] = []
-    agent = _agent(
-        [[Reply("Let me look that up."), CallTool("expensive")], Reply("Found it.")], log
+    agent = paid_agent(
+        [[Reply("Let me look that up."), CallTool("expensive")], Reply("Found it.")],
+        tools=[expensive_tool(log)],
     )
     with trio.fail_after(10):
         async with (
-            _serve(agent, ledger) as srv,
+            serve_paid(agent, ledger) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid")) as ws,
         ):
             sid = await _session(ws, session={"payment_token": tok.token})
@@ -270,14 +211,13 @@ async def test_uamp_mid_stream_topup_completes_in_place() -> None:
 
 
 async def test_uamp_pay_bad_then_good_submit_other_session_goes_on() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("1.00")
+    ledger, tok = await funded("1.00")
     other = await ledger.issue_token("1.00")
     # One model for both sessions: session 2 answers first, while session 1 waits.
-    agent = _agent([Reply("Other answer."), Reply("Paid answer."), Reply("Again now.")], [])
+    agent = paid_agent("Other answer.", "Paid answer.", "Again now.", tools=[expensive_tool([])])
     with trio.fail_after(10):
         async with (
-            _serve(agent, ledger) as srv,
+            serve_paid(agent, ledger) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid")) as ws,
         ):
             s1 = await _session(ws)
@@ -317,13 +257,12 @@ async def test_uamp_pay_bad_then_good_submit_other_session_goes_on() -> None:
 
 
 async def test_uamp_payment_timeout_releases_everything() -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("0.50")
+    ledger, tok = await funded("0.50")
     log: list[str] = []
-    agent = _agent([[Reply("Working."), CallTool("expensive")]], log)
+    agent = paid_agent([[Reply("Working."), CallTool("expensive")]], tools=[expensive_tool(log)])
     with trio.fail_after(10):
         async with (
-            _serve(agent, ledger, payment_timeout=0.3) as srv,
+            serve_paid(agent, ledger, payment_timeout=0.3) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid")) as ws,
         ):
             await _session(ws)
@@ -340,13 +279,12 @@ async def test_uamp_payment_timeout_releases_everything() -> None:
 
 @pytest.mark.parametrize("how", ["response.cancel", "session.end", "disconnect"])
 async def test_uamp_cancel_while_waiting_releases_the_lock(how: str) -> None:
-    ledger = MemoryLedger()
-    tok = await ledger.issue_token("0.50")
+    ledger, tok = await funded("0.50")
     log: list[str] = []
-    agent = _agent([[Reply("Working."), CallTool("expensive")]], log)
+    agent = paid_agent([[Reply("Working."), CallTool("expensive")]], tools=[expensive_tool(log)])
     with trio.fail_after(10):
         async with (
-            _serve(agent, ledger) as srv,
+            serve_paid(agent, ledger) as srv,
             trio_websocket.open_websocket_url(srv.agent_ws_url("paid")) as ws,
         ):
             sid = await _session(ws)

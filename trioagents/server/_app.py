@@ -48,6 +48,9 @@ __all__ = ["AgentServer", "error_response"]
 
 log = logging.getLogger("trioagents.server")
 
+# Per-agent paths of the OpenAI-compatible routes: their errors keep the OpenAI shape (§0.4).
+_OPENAI_PATHS = frozenset({"/chat/completions", "/v1/chat/completions", "/models", "/v1/models"})
+
 
 def error_response(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
@@ -243,7 +246,7 @@ class AgentServer:
             for path, wtable in ws.items():
                 if default.name in wtable and path not in taken:
                     routes.append(WebSocketRoute(path, self._dispatch_ws(path, default.name)))
-        routes.extend(extra)
+        routes.extend(self._guard_server_route(route) for route in extra)
         # Connection agents' WS /agents/{agent}/{instance} (and the demo page, /static/…) go
         # after everything else: an agent's own endpoints and transport routes always win.
         routes.extend(web_routes(self.runtime))
@@ -275,9 +278,86 @@ class AgentServer:
         conn.state.principal = principal  # the handler may read request.state.principal
         return principal
 
+    async def _scope_denial(
+        self,
+        agent: Agent,
+        scopes: tuple[str, ...],
+        conn: Request | WebSocket,
+        *,
+        openai: bool = False,
+    ) -> JSONResponse | None:
+        """The refusal of a caller lacking ``scopes`` (None: let it in, or nothing to check).
+
+        ``openai`` renders the OpenAI error body (§0.4: OpenAI routes keep their shape).
+        """
+        if not scopes:
+            return None
+        try:
+            await self._check_scopes(agent, scopes, conn)
+        except AuthError as err:
+            failure = http_failure(err, openai=openai)
+            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+        return None
+
+    def _guard_server_route(self, route: BaseRoute) -> BaseRoute:
+        """Enforce an agent's endpoint scopes on a transport's server-level route.
+
+        A server-level route at a path that is also a per-agent path (``WS /v1/realtime?model=``
+        for ``/agents/{name}/v1/realtime``, the root agent card for the default agent's) serves
+        the agent its request names, so it must demand what the per-agent endpoint demands.
+        The agent is resolved the way those routes do it: a ``{agent}`` path parameter, else
+        ``?model=`` (OpenAI's convention), else ``?agent=``, else the default agent. A request
+        naming no known agent passes through, for the route to refuse in its own shape.
+        """
+        path = getattr(route, "path", None)
+        if isinstance(route, WebSocketRoute):
+            ws_needs = self._ws_scopes.get(path or "", {})
+            if not any(ws_needs.values()):
+                return route
+            inner_ws = route.app
+
+            async def guarded_ws(scope: Any, receive: Any, send: Any) -> None:
+                ws = WebSocket(scope, receive, send)
+                agent = self._server_route_agent(ws)
+                if agent is not None:
+                    denial = await self._scope_denial(agent, ws_needs.get(agent.name, ()), ws)
+                    if denial is not None:
+                        await ws.send_denial_response(denial)
+                        return
+                await inner_ws(scope, receive, send)
+
+            route.app = guarded_ws
+        elif isinstance(route, Route):
+            http_needs = self._http_scopes.get(path or "", {})
+            if not any(http_needs.values()):
+                return route
+            inner_http = route.app
+            openai = path in _OPENAI_PATHS
+
+            async def guarded_http(scope: Any, receive: Any, send: Any) -> None:
+                request = Request(scope, receive)  # headers and query only: the body is untouched
+                agent = self._server_route_agent(request)
+                if agent is not None:
+                    scopes = http_needs.get((agent.name, request.method), ())
+                    denial = await self._scope_denial(agent, scopes, request, openai=openai)
+                    if denial is not None:
+                        await denial(scope, receive, send)
+                        return
+                await inner_http(scope, receive, send)
+
+            route.app = guarded_http
+        return route
+
+    def _server_route_agent(self, conn: Request | WebSocket) -> Agent | None:
+        name = conn.path_params.get("agent")
+        if name is None:
+            name = conn.query_params.get("model") or conn.query_params.get("agent")
+        return self.runtime.resolve(name)
+
     def _dispatch_http(self, path: str, fixed: str | None) -> Any:
         table = self._http[path]
         needs = self._http_scopes.get(path, {})
+        openai = path in _OPENAI_PATHS
 
         async def endpoint(request: Request) -> Response:
             agent = self._agent_of(request.path_params, fixed)
@@ -294,14 +374,9 @@ class AgentServer:
                     404, "route_not_found", f"agent {agent.name!r} has no endpoint {path}"
                 )
             scopes = needs.get((agent.name, request.method), ())
-            if scopes:
-                try:
-                    await self._check_scopes(agent, scopes, request)
-                except AuthError as err:
-                    failure = http_failure(err)
-                    return JSONResponse(
-                        failure.body, status_code=failure.status, headers=failure.headers
-                    )
+            denial = await self._scope_denial(agent, scopes, request, openai=openai)
+            if denial is not None:
+                return denial
             result = handler(request)
             if inspect.isawaitable(result):
                 result = await result
@@ -322,18 +397,10 @@ class AgentServer:
                     error_response(404, "agent_not_found", f"no agent named {name!r} with {path}")
                 )
                 return
-            scopes = needs.get(agent.name, ())
-            if scopes:
-                try:
-                    await self._check_scopes(agent, scopes, ws)
-                except AuthError as err:
-                    failure = http_failure(err)
-                    await ws.send_denial_response(
-                        JSONResponse(
-                            failure.body, status_code=failure.status, headers=failure.headers
-                        )
-                    )
-                    return
+            denial = await self._scope_denial(agent, needs.get(agent.name, ()), ws)
+            if denial is not None:
+                await ws.send_denial_response(denial)
+                return
             await handler(ws)
 
         return endpoint
@@ -416,6 +483,11 @@ class AgentServer:
             return error_response(
                 404, "route_not_found", f"agent {agent.name!r} does not serve completions"
             )
+        # The agent's endpoint scopes apply whichever route the request took (§10).
+        scopes = self._http_scopes["/v1/chat/completions"].get((agent.name, "POST"), ())
+        denial = await self._scope_denial(agent, scopes, request, openai=True)
+        if denial is not None:
+            return denial
         return _as_response(await handler(request))
 
     async def _jwks(self, request: Request) -> Response:
@@ -449,7 +521,19 @@ class AgentServer:
                 error_response(404, "agent_not_found", f"no agent named {name!r}")
             )
             return
-        await serve_uamp_socket(ws, agent, pinned=False)
+        needs = self._ws_scopes.get("/uamp", {})
+        pinned = False
+        if agent is not None:
+            # The socket is for one agent (``?agent=`` or the default): it demands what
+            # /agents/{name}/uamp demands. When any agent's UAMP endpoint is scoped, the
+            # socket's sessions are pinned to this agent, so a session.create naming another
+            # agent cannot slip past that agent's check (it would be made on no handshake).
+            denial = await self._scope_denial(agent, needs.get(agent.name, ()), ws)
+            if denial is not None:
+                await ws.send_denial_response(denial)
+                return
+            pinned = any(needs.values())
+        await serve_uamp_socket(ws, agent, pinned=pinned)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

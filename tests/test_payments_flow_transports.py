@@ -61,6 +61,8 @@ async def test_completions_402_then_x_payment_retry() -> None:
             assert r.status_code == 402
             assert r.json()["error"] == "PAYMENT_TOKEN_INVALID"
             assert r.json()["subcode"] == "TOKEN_MALFORMED"
+            # ...and it still says what to pay, so an x402 client can retry at once.
+            assert r.json()["accepts"] == ACCEPTS
 
 
 async def test_completions_stream_runs_out_mid_turn_error_chunk() -> None:

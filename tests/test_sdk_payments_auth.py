@@ -116,6 +116,7 @@ async def test_openai_chat_completions_payment_auth_and_signature() -> None:
                 "PAYMENT_TOKEN_INVALID",
                 "TOKEN_MALFORMED",
             )
+            assert junk["json"]["accepts"] == ACCEPTS
 
             # extra_headers={"X-PAYMENT": token}: JSON then stream=True; exactly the price.
             assert (out["paid_json"], out["paid_stream"]) == ANSWERS
@@ -295,6 +296,7 @@ async def test_acp_sdk_auth_and_payment() -> None:
                     "PAYMENT_TOKEN_INVALID",
                     "TOKEN_MALFORMED",
                 )
+                assert junk["data"]["accepts"] == ACCEPTS
                 assert result["updates_before_paying"] == 0
                 # prompt(..., payment_token=…) goes into _meta.payment_token.
                 assert result["paid"] == {"stop": "end_turn", "text": answer}

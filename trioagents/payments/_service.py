@@ -104,4 +104,12 @@ class PaymentsService:
             PaymentError: the token does not answer ``err`` (see :meth:`PaymentVerifier.verify`).
         """
         need = required if required is not None else err.amount
-        return await self.verifier.verify(token, required=need, currency=err.currency)
+        try:
+            return await self.verifier.verify(token, required=need, currency=err.currency)
+        except PaymentError as refused:
+            # Whatever was wrong with the token, the client is still told what to pay (§9.2:
+            # every payment error carries the offer), so an x402 client can retry at once.
+            if not refused.accepts and err.accepts:
+                refused.accepts = list(err.accepts)
+                refused.details = {"accepts": refused.accepts, **refused.details}
+            raise

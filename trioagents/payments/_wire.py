@@ -629,7 +629,7 @@ def parse_payment_token(value: str) -> ParsedPaymentToken:
     try:
         inner = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise _malformed("payment token is not text") from None
+        raise _malformed("payment token is neither a JWT nor a base64 payment payload") from None
     if _looks_like_jwt(inner):
         return ParsedPaymentToken(jwt=inner, format="base64_jwt")
     try:

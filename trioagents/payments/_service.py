@@ -111,5 +111,5 @@ class PaymentsService:
             # every payment error carries the offer), so an x402 client can retry at once.
             if not refused.accepts and err.accepts:
                 refused.accepts = list(err.accepts)
-                refused.details = {"accepts": refused.accepts, **refused.details}
+                refused.details = {"accepts": refused.accepts, **(refused.details or {})}
             raise

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from trioagents import Agent, BuiltinModel, ModelRequest, uamp
@@ -110,3 +111,19 @@ def gate_agent(name: str) -> tuple[Agent, GateModel]:
     """An agent on a :class:`GateModel`."""
     model = GateModel()
     return Agent(name, model=model), model
+
+
+async def ws_handshake_status(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """Send a WebSocket upgrade over plain HTTP and return the (refusing) ``httpx.Response``.
+
+    For checking that a handshake is refused before the upgrade (401/404 with a JSON body).
+    """
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        **(headers or {}),
+    }
+    async with httpx.AsyncClient() as http:
+        return await http.get(url.replace("ws://", "http://", 1), headers=upgrade)

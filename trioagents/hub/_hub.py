@@ -10,18 +10,37 @@ Routes::
     WS   /agents/{name}/uamp, /uamp?agent=      callers (UAMP, §1)
     WS   /v1/ws/agent, /v1/ws/app               Relay agents and apps (§3.2)
 
+    GET  /.well-known/jwks.json,                the hub's response-signing keys (§10), when it
+         /agents/{name}/.well-known/jwks.json   signs
+
 Callers are served by the ordinary transports with a proxy agent per name
 (:mod:`._routing`), so streaming, preflight, ``response.cancel`` and disconnect-cancels work
 exactly as for local agents, and reach the daemon as ``response.cancel``.
+
+Caller auth (§10). ``Hub(auth=AuthService(...))`` authenticates callers exactly like
+``AgentServer(auth=...)``: the transports verify the credential (API keys, JWTs of trusted
+issuers; audience ``{public_url}/agents/{name}`` or the bare name) and answer in their own
+shape — Completions 401 + ``WWW-Authenticate``, UAMP ``session.error{unauthorized}``. On
+``/agents/{name}/uamp`` and ``/uamp`` a credential presented on the handshake
+(``Authorization: Bearer`` or ``?token=``) is verified first (invalid → HTTP 401, the socket is
+never opened) and then stands as the default token of sessions that bring none. The verified
+caller travels to the agent with each turn as ``input.text.context.caller`` = ``{sub, iss,
+scopes}`` (see :mod:`._routing`); the caller's credential itself is **never** forwarded. With
+``sign_responses`` the hub signs what it relays with its own per-agent keys (it attests the
+text it relayed for the caller's exact request; the daemon's own signature covers the hub's
+``input.text`` frame, which the caller never saw, so it is not passed on) and publishes them.
+
+Info routes (``/health``, ``/agents``, ``/v1/models``) stay public.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import attrs
 import orjson
 import trio
 from starlette.applications import Starlette
@@ -32,12 +51,13 @@ from starlette.websockets import WebSocket
 
 from .. import uamp
 from ..agent import AGENT_NAME_RE, Agent
+from ..auth import AuthError, AuthService, base_url_of, http_failure
 from ..config import Config
 from ..protocols.completions import CompletionsError
 from ..transports._runtime import Runtime
 from ..transports._wsconn import send_close
 from ..transports.completions import handle_completion, models_body, openai_error, read_body
-from ..transports.uamp import serve_uamp_socket
+from ..transports.uamp import UampConnection
 from ._links import DaemonLink, Inbound
 from ._relay import RelayHub
 from ._routing import proxy_agent
@@ -68,7 +88,11 @@ class Hub:
     Args:
         store: agents, tokens and allowlists (default: in memory).
         config: limits and time bounds (queue sizes, ``cleanup_timeout``, message sizes…).
-        verifier: how tokens are verified (default: API keys held in ``store``).
+        verifier: how daemon and Relay tokens are verified (default: API keys held in
+            ``store``; see :class:`~trioagents.hub.JWTTokenVerifier` and
+            :class:`~trioagents.hub.ChainTokenVerifier` for AOAuth JWTs).
+        auth: who may call the hub's agents, and whether the hub signs what it relays
+            (:class:`~trioagents.auth.AuthService`, as for ``AgentServer``); default: anyone.
         ids: id factory (``SequentialIds`` in tests).
         clock: wall clock.
         turn_timeout: how long a turn on an inbound session may take before the daemon gets
@@ -87,6 +111,7 @@ class Hub:
         *,
         config: Config | None = None,
         verifier: TokenVerifier | None = None,
+        auth: AuthService | None = None,
         ids: uamp.IdFactory | None = None,
         clock: uamp.Clock | None = None,
         turn_timeout: float = 300.0,
@@ -103,6 +128,10 @@ class Hub:
             ids=ids or uamp.RandomIds(),
             clock=clock or uamp.SystemClock(),
         )
+        self.auth = auth
+        if auth is not None:
+            self.runtime.services["auth"] = auth
+            auth.bind(self.runtime)
         self.turn_timeout = turn_timeout
         self.turn_buffer = turn_buffer
         self.online: dict[str, Inbound] = {}
@@ -119,6 +148,8 @@ class Hub:
             routes=[
                 Route("/health", self._health),
                 Route("/agents", self._agents),
+                Route("/.well-known/jwks.json", self._jwks),
+                Route("/agents/{agent}/.well-known/jwks.json", self._jwks),
                 WebSocketRoute("/ws", self._daemon_socket),
                 Route("/v1/models", self._models),
                 Route("/models", self._models),
@@ -150,14 +181,20 @@ class Hub:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with trio.open_nursery() as nursery:
-            self.runtime.nursery = nursery
-            try:
-                yield
-            finally:
-                self.runtime.draining.set()
-                self.runtime.nursery = None
-                nursery.cancel_scope.cancel()
+        async with AsyncExitStack() as stack:
+            if self.auth is not None:
+                await stack.enter_async_context(self.auth.lifespan(self.runtime))
+            verifier_lifespan = getattr(self.verifier, "lifespan", None)
+            if verifier_lifespan is not None:
+                await stack.enter_async_context(verifier_lifespan())
+            async with trio.open_nursery() as nursery:
+                self.runtime.nursery = nursery
+                try:
+                    yield
+                finally:
+                    self.runtime.draining.set()
+                    self.runtime.nursery = None
+                    nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.cleanup_timeout):
             await self.store.aclose()
 
@@ -261,6 +298,18 @@ class Hub:
         return await self._complete(request, model)
 
     async def _complete(self, request: Request, name: str) -> Response:
+        if self.auth is not None:
+            # Callers prove who they are before learning whether an agent exists or is online
+            # (the transport verifies again, cheaply, and keeps the principal).
+            try:
+                await self.auth.authenticate(
+                    name, bearer_token(request), base_url_of(request.scope)
+                )
+            except AuthError as err:
+                failure = http_failure(err, openai=True)
+                return JSONResponse(
+                    failure.body, status_code=failure.status, headers=failure.headers
+                )
         if not await self._known(name):
             return openai_error(
                 f"The model {name!r} does not exist",
@@ -274,12 +323,44 @@ class Hub:
 
     async def _uamp(self, ws: WebSocket) -> None:
         name = ws.path_params.get("agent") or ws.query_params.get("agent")
+        token = bearer_token(ws) if self.auth is not None else None
+        if self.auth is not None and token and name:
+            # A credential on the handshake is checked before the socket opens (§0.4: refuse
+            # with 401 when possible); sessions without their own token then inherit it.
+            try:
+                await self.auth.authenticate(name, token, base_url_of(ws.scope))
+            except AuthError as err:
+                failure = http_failure(err)
+                await ws.send_denial_response(
+                    JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+                )
+                return
         if not name or not await self._known(name):
             await ws.send_denial_response(
                 _error(404, "agent_not_found", f"no agent named {name!r} on this hub")
             )
             return
-        await serve_uamp_socket(ws, self.proxy(name), pinned=True)
+        await ws.accept()
+        send = ws._send
+
+        async def send_text(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        conn = _CallerConnection(
+            self.runtime,
+            send_text,
+            agent=self.proxy(name),
+            pinned=True,
+            metadata={
+                "headers": dict(ws.headers),
+                "client": ws.client,
+                "base_url": base_url_of(ws.scope),
+            },
+            handshake_token=token,
+        )
+        await conn.serve(ws._receive)
+        if conn.close_code is not None:
+            await send_close(send, conn.close_code, conn.close_reason, self.config.cleanup_timeout)
 
     # -- info -----------------------------------------------------------------------------------
 
@@ -307,6 +388,17 @@ class Hub:
         agents = [self.proxy(name)] if await self.reachable(name) else []
         return JSONResponse(models_body(agents, self.runtime.clock.now_s()))
 
+    async def _jwks(self, request: Request) -> Response:
+        name = request.path_params.get("agent")
+        if name is not None and not await self._known(name):
+            return _error(404, "agent_not_found", f"no agent named {name!r} on this hub")
+        doc = self.auth.jwks(name) if self.auth is not None else None
+        if doc is None:
+            if name is None:
+                return JSONResponse({"keys": []})
+            return _error(404, "not_found", f"agent {name!r} does not sign its responses here")
+        return JSONResponse(doc, headers={"Cache-Control": "max-age=300"})
+
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "online": len(self.online) + len(self.relay.agents)})
 
@@ -330,3 +422,17 @@ class Hub:
                 ]
             }
         )
+
+
+class _CallerConnection(UampConnection):
+    """A caller's UAMP socket on the hub: the handshake credential (already verified) is the
+    default ``token`` of each ``session.create`` that carries none."""
+
+    def __init__(self, *args: Any, handshake_token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handshake_token = handshake_token
+
+    def _create_session(self, ev: uamp.SessionCreate) -> None:
+        if self.handshake_token and not ev.token and not (ev.session or {}).get("token"):
+            ev = attrs.evolve(ev, token=self.handshake_token)
+        super()._create_session(ev)

@@ -9,10 +9,14 @@ Each daemon socket is a :class:`DaemonLink`::
     ├── shutdown watcher: the hub drains ⇒ close 1001
     └── the reader (the handler's own task)
 
-The reader verifies each ``session.create`` token (its subject must be the agent), registers
+The reader verifies each ``session.create`` token with the hub's
+:class:`~trioagents.hub.TokenVerifier` — a stored API key or an AOAuth JWT
+(:class:`~trioagents.hub.JWTTokenVerifier`); either way its subject (the JWT's ``sub``) must be
+the agent; a refused entry gets ``session.error{unauthorized}`` and only that entry — and registers
 an :class:`Inbound` for the agent — replacing an older one, which gets
 ``session.end{reason:"replaced"}`` — and routes the daemon's ``response.*`` events by
-``session_id`` to the turn running on that session. The reader never waits on a caller: each
+``session_id`` to the turn running on that session (``payment.accepted`` / ``payment.error`` /
+``payment.balance``, which carry no ``response_id``, go to the session's running turn). The reader never waits on a caller: each
 turn has a bounded buffer, and a caller that falls that far behind loses its turn (the daemon
 gets ``response.cancel``), never the other sessions on the socket.
 
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["DaemonLink", "Inbound", "HubTurn", "TurnFailed"]
 
 log = logging.getLogger("trioagents.hub")
+
+_SESSION_PAYMENT_EVENTS = frozenset({"payment.accepted", "payment.error", "payment.balance"})
 
 
 class TurnFailed(Exception):
@@ -111,7 +117,11 @@ class Inbound:
             turn.response_id = event.response_id
             if turn.cancel_requested:
                 self.link.cancel_response(self.session_id, event.response_id)
-        elif getattr(event, "response_id", None) != turn.response_id or turn.response_id is None:
+        elif turn.response_id is None:
+            return
+        elif event.type in _SESSION_PAYMENT_EVENTS and getattr(event, "response_id", None) is None:
+            pass  # payment.accepted/error/balance name no response: they are the running turn's
+        elif getattr(event, "response_id", None) != turn.response_id:
             return
         if not turn.push(event):
             log.warning("caller of %s fell behind; cancelling its turn", self.agent)

@@ -12,7 +12,27 @@ errors are final):
 
 Text deltas become the proxy's text (so the caller's transport renders them as usual); agent
 tool activity (tool_call / tool_result / tool_progress deltas) is passed through to the caller
-as is. Because the proxy's run loop owns the caller's response, cancellation is the run loop's:
+as is.
+
+**Who is calling.** Each turn carries the caller as the transports verified it (the hub's
+:class:`~trioagents.auth.AuthService`): ``input.text.context = {"caller": {"sub", "iss",
+"scopes"}}`` on the inbound session and on outbound UAMP (no ``context`` for anonymous callers).
+The daemon exposes it to the agent as ``session.metadata["caller"]`` / ``["sub"]`` /
+``["principal"]`` for that turn only. The caller's credential (bearer token, API key) is
+**never** forwarded: the agent trusts the hub's word, not a token meant for the hub.
+
+**Payments** (§9). The caller's payment token (``X-PAYMENT`` / ``input.text.payment_token`` /
+session token) travels with the turn as ``input.text.payment_token`` (``X-PAYMENT`` on the
+HTTP step). When the agent answers ``payment.required``:
+
+* a caller that negotiates in-band (UAMP) gets the ``payment.required`` (its own response id);
+  its ``payment.submit`` is forwarded to the agent's response, and the agent's
+  ``payment.accepted`` / ``payment.error`` come back — so both ``pay`` and a mid-stream
+  ``topup`` work through the hub, in place;
+* any other caller (Completions) gets the protocol's payment error: the hub cancels the
+  agent's response and ends the turn with the :class:`~trioagents.payments.PaymentError`
+  rebuilt from ``payment.required`` (Completions: HTTP 402 with the §9.2 body before any
+  output, a ``payment_required`` error chunk after); the client repeats with ``X-PAYMENT``. Because the proxy's run loop owns the caller's response, cancellation is the run loop's:
 a caller that disconnects or sends ``response.cancel`` closes this model stream, which sends
 ``response.cancel`` to the daemon (or closes the outbound socket / HTTP stream).
 """
@@ -42,6 +62,13 @@ from ..agent import (
     message_to_openai,
 )
 from ..agent._model import ModelEvent
+from ..payments import (
+    InsufficientTokenBalanceError,
+    PaymentError,
+    PaymentTokenInvalidError,
+    PaymentTokenRequiredError,
+    error_from_http,
+)
 from ..portal._socket import (
     ConnectFailed,
     DialSocket,
@@ -55,7 +82,14 @@ from ._links import Inbound, TurnFailed
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["RoutedModel", "RoutedRequest", "proxy_agent", "HUB_ERROR_CODES"]
+__all__ = [
+    "RoutedModel",
+    "RoutedRequest",
+    "proxy_agent",
+    "caller_context",
+    "payment_error_of",
+    "HUB_ERROR_CODES",
+]
 
 log = logging.getLogger("trioagents.hub")
 
@@ -110,6 +144,55 @@ def proxy_agent(hub: Hub, name: str) -> Agent:
     return agent
 
 
+def caller_context(ctx: Context | None) -> dict[str, Any] | None:
+    """``input.text.context`` naming the verified caller of the turn, or None (anonymous).
+
+    ``{"caller": {"sub", "iss", "scopes"}}`` from the principal the caller's transport put in
+    ``session.metadata["principal"]``. Never the caller's credential.
+    """
+    principal = ctx.session.metadata.get("principal") if ctx is not None else None
+    sub = getattr(principal, "sub", None)
+    if not isinstance(sub, str):
+        return None
+    scopes = getattr(principal, "scopes", None) or ()
+    return {
+        "caller": {
+            "sub": sub,
+            "iss": getattr(principal, "iss", None),
+            "scopes": sorted(str(s) for s in scopes),
+        }
+    }
+
+
+def payment_error_of(ev: uamp.PaymentRequired, *, token_sent: bool) -> PaymentError:
+    """The :class:`~trioagents.payments.PaymentError` an agent's ``payment.required`` stands for
+    (to render as the caller protocol's payment signal, e.g. HTTP 402).
+
+    ``topup`` → :class:`~trioagents.payments.InsufficientTokenBalanceError`; ``pay`` without a
+    token → :class:`~trioagents.payments.PaymentTokenRequiredError`; ``pay`` although a token
+    was sent → :class:`~trioagents.payments.PaymentTokenInvalidError` (refused or too low).
+    """
+    req = ev.requirements or {}
+    extra = ev.extra or {}
+    action = "topup" if extra.get("action") == "topup" else "pay"
+    amount = extra.get("amount") if action == "topup" else req.get("amount")
+    kwargs: dict[str, Any] = {
+        "accepts": [a for a in (ev.accepts or ()) if isinstance(a, dict)],
+        "amount": str(amount) if isinstance(amount, (str, int, float)) else None,
+        "currency": req.get("currency") if isinstance(req.get("currency"), str) else None,
+        "reason": req.get("reason") if isinstance(req.get("reason"), str) else None,
+        "action": action,
+        "token_id": extra.get("token_id") if isinstance(extra.get("token_id"), str) else None,
+    }
+    if action == "topup":
+        return InsufficientTokenBalanceError("the payment token needs a top-up", **kwargs)
+    if token_sent:
+        return PaymentTokenInvalidError(
+            "the agent did not accept the payment token (invalid, expired or too low)", **kwargs
+        )
+    return PaymentTokenRequiredError("Payment token required", **kwargs)
+
+
 def _last_user_text(messages: tuple[Message, ...]) -> str:
     if messages and messages[-1].role == "user":
         return messages[-1].text
@@ -158,7 +241,7 @@ class RoutedModel:
                 log.info("outbound UAMP to %s unavailable (%s); trying HTTP", self.agent, exc)
             try:
                 async with aclosing(
-                    self._outbound_http(record.agent_url, record.agent_token, request)
+                    self._outbound_http(record.agent_url, record.agent_token, request, ctx)
                 ) as events:
                     async for ev in events:
                         yield ev
@@ -173,10 +256,13 @@ class RoutedModel:
         self, inbound: Inbound, request: ModelRequest, ctx: Context | None
     ) -> AsyncGenerator[ModelEvent, None]:
         hub = self.hub
+        payment_token = ctx.payment_token if ctx is not None else None
         event = uamp.InputText(
             session_id=inbound.session_id,
             text=_last_user_text(request.messages),
             messages=[message_to_openai(m) for m in request.messages],
+            payment_token=payment_token,
+            context=caller_context(ctx),
             event_id=hub.runtime.ids.new("evt"),
         )
         try:
@@ -184,7 +270,8 @@ class RoutedModel:
                 # The deadline scope wraps each receive only: an async generator must never
                 # yield inside a cancel scope (it would cancel its consumer's code).
                 deadline = trio.current_time() + hub.turn_timeout
-                while True:
+
+                async def receive() -> Any:
                     ev = None
                     with trio.move_on_at(deadline):
                         try:
@@ -199,6 +286,16 @@ class RoutedModel:
                             f"agent {self.agent!r} did not answer within {hub.turn_timeout:g} s",
                             code="agent_timeout",
                         )
+                    return ev
+
+                while True:
+                    ev = await receive()
+                    while type(ev) is uamp.PaymentRequired:
+                        if ctx is None or ctx.wait_payment is None:
+                            raise payment_error_of(ev, token_sent=bool(payment_token))
+                        ev = await self._relay_payment(inbound, turn, ev, ctx, receive)
+                    if ev.type.startswith("payment."):
+                        continue  # a late payment.error/balance of a finished negotiation
                     if type(ev) is uamp.ResponseCancelled and not turn.cancel_requested:
                         # Nobody here asked: the daemon is shutting down or its session
                         # ended (e.g. replaced). For the caller the agent went away.
@@ -214,6 +311,66 @@ class RoutedModel:
         except TurnFailed as exc:
             raise ModelError(exc.message, code=exc.code) from None
 
+    async def _relay_payment(
+        self,
+        inbound: Inbound,
+        turn: Any,
+        required: uamp.PaymentRequired,
+        ctx: Context,
+        receive: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        """In-band payment through the hub: the caller gets ``payment.required``, its
+        ``payment.submit`` goes to the agent's response, the agent's ``payment.accepted`` /
+        ``payment.error`` come back. Returns the first agent event after the negotiation.
+
+        Cancellation (the caller left, ``response.cancel``) stops the relay; the turn's own
+        cleanup then cancels the agent's response.
+        """
+        assert ctx.wait_payment is not None
+        sid = ctx.session_id
+        err = payment_error_of(required, token_sent=bool(ctx.payment_token))
+        await ctx.emit(
+            attrs.evolve(
+                required,
+                response_id=ctx.response_id,
+                session_id=sid,
+                event_id=None,
+                timestamp=None,
+            )
+        )
+        wait_payment = ctx.wait_payment
+
+        async def forward_submissions() -> None:
+            while True:
+                token = await wait_payment(err)
+                inbound.link.reply(
+                    uamp.PaymentSubmit(
+                        session_id=inbound.session_id,
+                        response_id=turn.response_id,
+                        payment=uamp.PaymentInfo(scheme="token", token=token),
+                        event_id=self.hub.runtime.ids.new("evt"),
+                    )
+                )
+
+        after: Any = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(forward_submissions)
+                while after is None:
+                    ev = await receive()
+                    if type(ev) in (uamp.PaymentAccepted, uamp.PaymentError):
+                        await ctx.emit(
+                            attrs.evolve(ev, session_id=sid, event_id=None, timestamp=None)
+                        )
+                        if not (type(ev) is uamp.PaymentError and ev.can_retry):
+                            break
+                    elif type(ev) is not uamp.PaymentBalance:
+                        after = ev
+                nursery.cancel_scope.cancel()
+        except* ModelError as group:  # the agent went away / timed out while we negotiated
+            raise group.exceptions[0] from None
+        return after if after is not None else await receive()
+
     # -- 2. outbound UAMP ---------------------------------------------------------------------
 
     async def _outbound_uamp(
@@ -227,12 +384,16 @@ class RoutedModel:
             raise _Unreachable("the hub is not running")
         send, recv = trio.open_memory_channel[Any](self.hub.turn_buffer)
         scope = trio.CancelScope()
-        nursery.start_soon(self._outbound_uamp_task, agent_url, token, request, send, scope)
+        nursery.start_soon(self._outbound_uamp_task, agent_url, token, request, send, scope, ctx)
         try:
             async with recv:
                 async for item in recv:
                     if isinstance(item, BaseException):
                         raise item
+                    if type(item) is uamp.PaymentRequired:  # one-shot: no in-band relay here
+                        raise payment_error_of(
+                            item, token_sent=bool(ctx is not None and ctx.payment_token)
+                        )
                     async for out in _translate(item, ctx):
                         yield out
                     if item.type in uamp.TERMINAL_TYPES:
@@ -248,6 +409,7 @@ class RoutedModel:
         request: ModelRequest,
         send: trio.MemorySendChannel[Any],
         scope: trio.CancelScope,
+        ctx: Context | None = None,
     ) -> None:
         base = agent_url.rstrip("/")
         url = ("ws" + base[len("http") :] if base.startswith("http") else base) + "/uamp"
@@ -263,7 +425,7 @@ class RoutedModel:
                 try:
                     try:
                         async with dial(url, headers) as sock:
-                            await self._outbound_uamp_turn(sock, token, request, send)
+                            await self._outbound_uamp_turn(sock, token, request, send, ctx)
                     except (ConnectFailed, HandshakeRejected) as exc:
                         await send.send(_Unreachable(str(exc)))
                     except SocketClosed:
@@ -293,6 +455,7 @@ class RoutedModel:
         token: str | None,
         request: ModelRequest,
         send: trio.MemorySendChannel[Any],
+        ctx: Context | None = None,
     ) -> None:
         encoder = self.hub.runtime.encoder
         await sock.send_message(
@@ -305,6 +468,8 @@ class RoutedModel:
                 uamp.InputText(
                     text=_last_user_text(request.messages),
                     messages=[message_to_openai(m) for m in request.messages],
+                    payment_token=ctx.payment_token if ctx is not None else None,
+                    context=caller_context(ctx),
                 )
             )
         )
@@ -344,10 +509,12 @@ class RoutedModel:
     # -- 3. HTTP completions --------------------------------------------------------------------
 
     async def _outbound_http(
-        self, agent_url: str, token: str | None, request: ModelRequest
+        self, agent_url: str, token: str | None, request: ModelRequest, ctx: Context | None = None
     ) -> AsyncGenerator[ModelEvent, None]:
         url = agent_url.rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if ctx is not None and ctx.payment_token:
+            headers["X-PAYMENT"] = ctx.payment_token
         body = {
             "model": self.agent,
             "stream": True,
@@ -359,6 +526,12 @@ class RoutedModel:
                 httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0)) as http,
                 http.stream("POST", url, json=body, headers=headers) as resp,
             ):
+                if resp.status_code == 402:
+                    data = await resp.aread()
+                    try:
+                        raise error_from_http(402, orjson.loads(data))
+                    except orjson.JSONDecodeError:
+                        pass
                 if resp.status_code >= 400:
                     data = await resp.aread()
                     raise ModelError(

@@ -10,19 +10,27 @@ kind            who presents it                           subject
 ``relay_app``   a Relay app (``/v1/ws/app``)              the app id
 =============== ========================================= =================
 
-Verification goes through the :class:`TokenVerifier` interface so JWT verification (§10) can
-replace :class:`StoreTokenVerifier` later without touching the hub.
+Verification goes through the :class:`TokenVerifier` interface: :class:`StoreTokenVerifier`
+(the stored opaque tokens above), :class:`JWTTokenVerifier` (AOAuth JWTs of trusted issuers for
+PortalConnect daemons, PROTOCOLS.md §2/§10: ``sub`` = the agent name) and
+:class:`ChainTokenVerifier` (the first verifier that knows the token wins).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
+import httpx
 import trio
+
+from .. import uamp
+from ..auth import AuthError, JWKSCache, JWTVerifier, KeyResolver, VerifierConfig
 
 __all__ = [
     "AgentRecord",
@@ -33,8 +41,12 @@ __all__ = [
     "SQLiteHubStore",
     "TokenVerifier",
     "StoreTokenVerifier",
+    "JWTTokenVerifier",
+    "ChainTokenVerifier",
     "TOKEN_KINDS",
 ]
+
+log = logging.getLogger("trioagents.hub")
 
 TOKEN_KINDS = frozenset({"agent", "relay_agent", "relay_app"})
 """The kinds of token a hub store holds."""
@@ -67,10 +79,19 @@ class TokenRecord:
 
 @attrs.frozen
 class Identity:
-    """Who a verified token belongs to."""
+    """Who a verified token belongs to.
+
+    Attributes:
+        subject: the agent name, Relay agent id or app id the token names.
+        kind: one of :data:`TOKEN_KINDS`.
+        issuer: the JWT issuer (``None`` for stored opaque tokens).
+        expires_at: the JWT's ``exp`` in Unix seconds (``None`` for stored tokens).
+    """
 
     subject: str
     kind: str
+    issuer: str | None = None
+    expires_at: int | None = None
 
 
 class HubStore(Protocol):
@@ -296,7 +317,12 @@ def _agent(row: tuple[object, ...]) -> AgentRecord:
 
 
 class TokenVerifier(Protocol):
-    """Turns a presented token into an :class:`Identity` (or None: refuse)."""
+    """Turns a presented token into an :class:`Identity` (or None: refuse).
+
+    A verifier that needs resources for its lifetime (an HTTP client for JWKS) may also offer
+    ``lifespan() -> AsyncContextManager``; the :class:`~trioagents.hub.Hub` enters it for as
+    long as it serves.
+    """
 
     async def verify(self, token: str, *, kinds: Collection[str]) -> Identity | None:
         """Verify ``token`` for one of ``kinds``; None when unknown, revoked or another kind."""
@@ -318,3 +344,130 @@ class StoreTokenVerifier:
         if record is None or record.kind not in kinds:
             return None
         return Identity(subject=record.subject, kind=record.kind)
+
+
+class JWTTokenVerifier:
+    """Verifies PortalConnect daemon tokens that are AOAuth JWTs (PROTOCOLS.md §2, §10).
+
+    Built on :class:`~trioagents.auth.JWTVerifier` (algorithms, ``iss``, ``aud``, ``exp``/``nbf``,
+    key choice by ``kid``) and, unless ``keys`` is given, a :class:`~trioagents.auth.JWKSCache`
+    that follows the issuers' key rotation (its HTTP client lives in :meth:`lifespan`, which
+    the hub enters). A verified token is an :class:`Identity` of kind ``agent`` whose subject
+    is the token's ``sub``: the hub then requires it to equal the agent being registered. Only
+    the ``agent`` kind is answered (Relay tokens stay opaque ``rla_``/``rlk_`` keys).
+
+    Args:
+        trusted_issuers: issuers whose daemon tokens are accepted.
+        audiences: accepted ``aud`` values (e.g. the hub's public URL).
+        keys: where issuers' keys come from (default: a JWKS cache over HTTP).
+        jwks_uris: issuer → ``jwks_uri`` for the default cache.
+        self_issued_allow: ``fnmatch`` patterns of further accepted issuers.
+        self_issued_deny: ``fnmatch`` patterns of refused issuers.
+        algorithms: accepted algorithms (``none``/``HS*`` are refused at construction).
+        clock: wall clock for ``exp``/``nbf`` (the hub's, so tests can fix time).
+        http_timeout: seconds bounding each JWKS fetch of the default cache.
+
+    Raises:
+        ValueError: no issuer at all, no audience, or a forbidden algorithm.
+    """
+
+    kinds = frozenset({"agent"})
+
+    def __init__(
+        self,
+        *,
+        trusted_issuers: Collection[str] = (),
+        audiences: Collection[str],
+        keys: KeyResolver | None = None,
+        jwks_uris: Mapping[str, str] | None = None,
+        self_issued_allow: Collection[str] = (),
+        self_issued_deny: Collection[str] = (),
+        algorithms: Collection[str] | None = None,
+        clock: uamp.Clock | None = None,
+        http_timeout: float = 10.0,
+    ) -> None:
+        if not trusted_issuers and not self_issued_allow:
+            raise ValueError("JWTTokenVerifier needs trusted_issuers or self_issued_allow")
+        if not audiences:
+            raise ValueError("JWTTokenVerifier needs at least one audience")
+        extra: dict[str, Any] = {}
+        if algorithms is not None:
+            extra["algorithms"] = tuple(algorithms)
+        self.config = VerifierConfig(
+            audiences=tuple(audiences),
+            trusted_issuers=frozenset(trusted_issuers),
+            self_issued_allow=tuple(self_issued_allow),
+            self_issued_deny=tuple(self_issued_deny),
+            **extra,
+        )
+        self.keys = keys
+        self.jwks_uris = dict(jwks_uris or {})
+        self.clock: uamp.Clock = clock or uamp.SystemClock()
+        self.http_timeout = http_timeout
+        self.last_error: AuthError | None = None
+        """Why the last refused token was refused (for logs and tests)."""
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Own the JWKS cache's HTTP client for the block (nothing to do with fixed ``keys``)."""
+        if self.keys is not None:
+            yield
+            return
+        async with httpx.AsyncClient(timeout=self.http_timeout) as client:
+            self.keys = JWKSCache(client, jwks_uris=self.jwks_uris)
+            try:
+                yield
+            finally:
+                self.keys = None
+
+    async def verify(self, token: str, *, kinds: Collection[str]) -> Identity | None:
+        """The identity behind a daemon JWT, or None (not a valid JWT of a trusted issuer,
+        expired, wrong audience, or a kind other than ``agent`` asked for).
+
+        May fetch an issuer's keys; cancelling it caches nothing.
+        """
+        if "agent" not in kinds or not token or token.count(".") != 2 or self.keys is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        try:
+            principal = await JWTVerifier(self.config, self.keys, clock=self.clock).verify(token)
+        except AuthError as err:
+            self.last_error = err
+            log.info("daemon token refused: %s (%s)", err.message, err.reason)
+            return None
+        return Identity(
+            subject=principal.sub,
+            kind="agent",
+            issuer=principal.iss,
+            expires_at=principal.expires_at,
+        )
+
+
+class ChainTokenVerifier:
+    """Tries several :class:`TokenVerifier` in order; the first identity wins.
+
+    E.g. ``ChainTokenVerifier(StoreTokenVerifier(store), JWTTokenVerifier(...))``: stored API
+    keys first (a cheap lookup), then JWTs.
+    """
+
+    def __init__(self, *verifiers: TokenVerifier) -> None:
+        self.verifiers = verifiers
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Enter the lifespan of every verifier that has one."""
+        async with AsyncExitStack() as stack:
+            for v in self.verifiers:
+                lifespan = getattr(v, "lifespan", None)
+                if lifespan is not None:
+                    await stack.enter_async_context(lifespan())
+            yield
+
+    async def verify(self, token: str, *, kinds: Collection[str]) -> Identity | None:
+        """The first identity a verifier finds for ``token``, else None."""
+        for v in self.verifiers:
+            identity = await v.verify(token, kinds=kinds)
+            if identity is not None:
+                return identity
+        await trio.lowlevel.checkpoint()
+        return None

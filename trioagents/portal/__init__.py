@@ -6,6 +6,11 @@
                             "agents": [{"name": "my-agent", "token": "…"}]}, agent) as portal:
         await portal.wait_registered()
         ...
+
+Agent tokens are stored hub API keys or AOAuth JWTs (``sub`` = the agent's name). Each turn's
+verified caller (``session.metadata["caller"]``/``["sub"]``/``["principal"]``) and payment token
+apply to that turn only; ``PortalConnect(..., auth=AuthService(...))`` signs responses and
+``payments=`` charges paid agents in-band (``payment.*`` relayed by the hub to its caller).
 """
 
 from __future__ import annotations

@@ -21,6 +21,24 @@ The only differences are on the reader: hub replies (``session.created``, ``sess
 ``pong``, ``error``) arrive on the same socket, and an input for an agent the daemon cannot
 resolve answers ``response.error{agent_not_found}``.
 
+One registration serves *every* caller of the agent through the hub, so what identifies a
+caller is per turn, never sticky on the session:
+
+* ``input.text.context`` — a trioagents hub sends ``{"caller": {"sub", "iss", "scopes"}}``
+  (the caller it verified; nothing for anonymous callers). For that turn the agent sees
+  ``session.metadata["context"]`` (the whole context), ``["caller"]`` (that dict), ``["sub"]``
+  and ``["principal"]`` (a :class:`~trioagents.auth.Principal` with the hub-verified scopes,
+  so ``@tool(scopes=…)`` works through the hub). The daemon trusts its hub for this: it chose
+  the hub and authenticated to it; the caller's own credential never reaches the daemon.
+* ``input.text.payment_token`` and tokens submitted during the turn (``payment.submit``) pay
+  for that turn only (another caller's next turn does not inherit them); a token set by
+  ``session.update`` between turns stays the session's default.
+
+``auth`` (an :class:`~trioagents.auth.AuthService`) makes signing agents sign their responses:
+``response.done.signature`` over the exact ``input.text`` frame the hub sent. A trioagents hub
+does not pass that signature on (its caller never saw that frame); a hub configured to sign
+re-signs what it relays with its own keys.
+
 Losing the socket cancels every turn (each sends ``response.cancelled`` into the closed outbox,
 which drops it), then the loop sleeps ``min(reconnect_delay·2^(n-1), 60)·U(0.5, 1)`` and dials
 again; the failure counter resets after ``reset_after`` seconds connected. A handshake refused
@@ -42,6 +60,7 @@ import trio
 from .. import uamp
 from .._errors import TrioAgentsError
 from ..agent import Agent
+from ..auth import AuthService, Principal
 from ..config import Config
 from ..payments import PaymentBackend, PaymentsService
 from ..payments._service import SERVICE_KEY as PAYMENTS_KEY
@@ -54,7 +73,7 @@ from ..protocols.portal import (
     with_token,
 )
 from ..transports._runtime import Runtime
-from ..transports.uamp import UampConnection, UampSession
+from ..transports.uamp import UampConnection, UampSession, _Turn
 from ._socket import (
     ConnectFailed,
     Dialer,
@@ -220,6 +239,9 @@ class PortalConnect:
         payments: charge paid agents (``Agent(pricing=…)``, PROTOCOLS.md §9) with this
             :class:`~trioagents.payments.PaymentsService` or payment backend, negotiated
             in-band with ``payment.*`` events as over UAMP. Without it every agent is free.
+        auth: sign the agents' responses (``response.done.signature``, §10) with this
+            :class:`~trioagents.auth.AuthService` (its ``sign_responses``/``signing_keys``;
+            set its ``public_url`` so the issuer is an absolute URL).
 
     Use :func:`open_portal` or :func:`connect_portal`, or await :meth:`run` yourself.
 
@@ -238,6 +260,7 @@ class PortalConnect:
         random: Callable[[], float] | None = None,
         dial: Dialer | None = None,
         payments: PaymentsService | PaymentBackend | None = None,
+        auth: AuthService | None = None,
     ) -> None:
         self.config = config if isinstance(config, PortalConfig) else PortalConfig.from_dict(config)
         agent_list = [agents] if isinstance(agents, Agent) else list(agents)
@@ -261,6 +284,9 @@ class PortalConnect:
             self.runtime.services[PAYMENTS_KEY] = (
                 payments if isinstance(payments, PaymentsService) else PaymentsService(payments)
             )
+        if auth is not None:
+            self.runtime.services["auth"] = auth
+            auth.bind(self.runtime)
         self._random = random or _random.random
         self._dial = dial or dial_websocket(
             max_message_size=self.config.max_message_size,
@@ -522,7 +548,7 @@ class _DaemonConnection(UampConnection):
             self.unresolved[sid] = name
             return
         self.unresolved.pop(sid, None)
-        session = UampSession(self, sid, agent, {"agent": name, "modalities": ["text"]})
+        session = _DaemonSession(self, sid, agent, {"agent": name, "modalities": ["text"]})
         self.sessions[sid] = session
         assert self._nursery is not None  # dispatch runs inside serve()
         self._nursery.start_soon(session.run)
@@ -537,6 +563,13 @@ class _DaemonConnection(UampConnection):
             if not self.portal.enabled_entries:
                 self.all_refused = True
                 self.close(1000, "every agent token was refused")
+
+    def _on_input_text(self, s: UampSession, ev: uamp.InputText) -> None:
+        # The caller and the payment token belong to this turn only (see the module).
+        if isinstance(s, _DaemonSession) and ev.event_id is not None:
+            s.per_turn[ev.event_id] = (ev.context, ev.payment_token)
+            ev = attrs.evolve(ev, payment_token=None)
+        super()._on_input_text(s, ev)
 
     def _unresolved_input(self, ev: uamp.InputText) -> None:
         sid = ev.session_id
@@ -567,6 +600,48 @@ class _DaemonConnection(UampConnection):
             del self.portal.registered[name]
             self.portal._notify()
         s.end(ev.reason or "client_request")
+
+
+class _DaemonSession(UampSession):
+    """A registered agent's session: the caller context and payment token of each
+    ``input.text`` apply to that turn only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.per_turn: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+        """``input.text`` event id → (its ``context``, its ``payment_token``)."""
+
+    async def _run_turn(self, turn: _Turn) -> None:
+        context, token = self.per_turn.pop(turn.reply_to or "", (None, None))
+        meta = self.state.metadata
+        for key in ("context", "caller", "sub", "principal"):
+            meta.pop(key, None)
+        caller = context.get("caller") if isinstance(context, dict) else None
+        if isinstance(context, dict):
+            meta["context"] = context
+        if isinstance(caller, dict) and isinstance(caller.get("sub"), str):
+            scopes = caller.get("scopes")
+            meta["caller"] = caller
+            meta["sub"] = caller["sub"]
+            meta["principal"] = Principal(
+                sub=caller["sub"],
+                iss=str(caller.get("iss") or "hub"),
+                scopes=frozenset(s for s in scopes if isinstance(s, str))
+                if isinstance(scopes, list)
+                else frozenset(),
+                claims={"via": "hub"},
+            )
+        default = self.payment_token
+        if token:
+            self.payment_token = token
+        try:
+            await super()._run_turn(turn)
+        finally:
+            # Tokens that came with the turn (input.text, payment.submit) are that caller's:
+            # they never pay for another caller's turn.
+            self.payment_token = default
+            for key in ("context", "caller", "sub", "principal"):
+                meta.pop(key, None)
 
 
 def connect_portal(

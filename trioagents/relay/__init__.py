@@ -1,4 +1,8 @@
-"""The Relay agent connector: serve an agent to a Relay hub's ``/v1/ws/agent`` (§3.1)."""
+"""The Relay agent connector: serve an agent to a Relay hub's ``/v1/ws/agent`` (§3.1).
+
+``RelayConnector(agent, config, signer=ResponseSigner(...))`` signs each ``reply``
+(``metadata.signature``, PROTOCOLS.md §10) over the exact reply content and event frame.
+"""
 
 from __future__ import annotations
 

@@ -24,6 +24,13 @@ send nothing; the hub reports them) before reconnecting. ``"finish"`` reconnects
 lets them finish: tokens for a lost socket are dropped, and terminal messages that were not
 written (at most ``resend_buffer``, oldest dropped first) are sent on the next socket.
 
+Signed replies (§10 placement: ``reply.metadata.signature``): with a ``signer`` (a
+:class:`~trioagents.auth.ResponseSigner`, e.g. ``AuthService.signer(agent.name, public_url)``
+of the server that also publishes the agent's JWKS), each ``reply`` carries a response
+signature JWT whose ``response_hash`` covers the exact ``content`` of the reply and whose
+``request_hash`` covers the exact ``event`` frame received (the text frame's UTF-8 bytes).
+Errors are never signed.
+
 Token rotation (:meth:`RelayConnector.rotate_token`) opens the new token's socket first; the
 old socket then *drains* — it lets the events running in its nursery finish (bounded by
 ``drain_timeout``) and is closed by the hub (4002, a replaced socket), else by us with 1000
@@ -45,6 +52,7 @@ import trio
 from .. import uamp
 from .._errors import TrioAgentsError
 from ..agent import Agent, Context, Message, Session, run_response
+from ..auth import ResponseSigner
 from ..config import Config
 from ..portal._socket import (
     ConnectFailed,
@@ -155,6 +163,7 @@ class RelayStats:
 class _Job:
     event: rp.RelayEvent
     conn: _RelayConnection
+    frame: bytes = b""  # the exact event frame received (signed replies)
 
 
 @attrs.define(eq=False)
@@ -177,6 +186,7 @@ class RelayConnector:
         clock: wall clock.
         random: uniform ``[0, 1)`` source for the backoff jitter.
         dial: how to open the socket (tests pass in-memory fakes).
+        signer: sign each ``reply`` (``metadata.signature``, see the module docstring).
     """
 
     def __init__(
@@ -189,10 +199,12 @@ class RelayConnector:
         clock: uamp.Clock | None = None,
         random: Callable[[], float] | None = None,
         dial: Dialer | None = None,
+        signer: ResponseSigner | None = None,
     ) -> None:
         if not config.token.startswith("rla_"):
             log.warning("Relay agent tokens start with 'rla_'; connecting anyway")
         self.agent = agent
+        self.signer = signer
         self.config = config
         """The settings; :meth:`rotate_token` replaces ``token``."""
         rc = runtime_config or Config()
@@ -475,8 +487,8 @@ class RelayConnector:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def accept(self, conn: _RelayConnection, event: rp.RelayEvent) -> None:
-        """Queue an event that arrived on ``conn`` (duplicates are not rerun)."""
+    def accept(self, conn: _RelayConnection, event: rp.RelayEvent, frame: bytes = b"") -> None:
+        """Queue an event that arrived on ``conn`` as ``frame`` (duplicates are not rerun)."""
         if event.event_id in self.running:
             self.stats.duplicates += 1
             return
@@ -486,7 +498,7 @@ class RelayConnector:
             conn.reply(done[0])
             return
         self.running.add(event.event_id)
-        job = _Job(event, conn)
+        job = _Job(event, conn, frame)
         queue = self._keys.get(event.session_key)
         if queue is not None:
             queue.append(job)
@@ -563,15 +575,17 @@ class RelayConnector:
             )
         elif isinstance(terminal, uamp.ResponseDone):
             usage = terminal.response.usage
-            message = rp.reply(
-                event.event_id,
-                ctx.output_text,
-                {
-                    "tokens_used": usage.total_tokens if usage else 0,
-                    "model": getattr(self.agent.model, "name", "unknown"),
-                    "latency_ms": int((trio.current_time() - started) * 1000),
-                },
-            )
+            content = ctx.output_text
+            metadata: dict[str, Any] = {
+                "tokens_used": usage.total_tokens if usage else 0,
+                "model": getattr(self.agent.model, "name", "unknown"),
+                "latency_ms": int((trio.current_time() - started) * 1000),
+            }
+            if self.signer is not None:
+                metadata["signature"] = self.signer.sign(
+                    request_bytes=job.frame, response_text=content, response_id=ctx.response_id
+                )
+            message = rp.reply(event.event_id, content, metadata)
         else:
             err = terminal.error if isinstance(terminal, uamp.ResponseError) else None
             message = rp.error(
@@ -705,7 +719,8 @@ class _RelayConnection(WebSocketConnection):
                 eid = obj.get("event_id")
                 self.reply(rp.error(eid if isinstance(eid, str) else None, exc.message, exc.code))
                 return
-            self.connector.accept(self, event)
+            frame = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            self.connector.accept(self, event, frame)
         elif kind != "pong":
             log.debug("ignoring Relay message %r", kind)
 

@@ -83,7 +83,28 @@ def split_words(text: str) -> list[str]:
 
 
 def _count(messages: Iterable[Message]) -> int:
-    return sum(len(text_of(m.content).split()) + 1 for m in messages)
+    # Words of every message, plus one per message. Joined with a space, the word count of
+    # the whole is the sum of the parts'; one join and one split instead of a Python-level
+    # loop over a history that grows with every turn.
+    contents = [m.content for m in messages]
+    try:
+        text = " ".join(contents)  # type: ignore[arg-type]
+    except TypeError:  # some content is a list of parts
+        text = " ".join([text_of(c) for c in contents])
+    return len(text.split()) + len(contents)
+
+
+class _Latest(list[ModelRequest]):
+    """A list that keeps only its ``keep`` latest items (appended at the end)."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def append(self, item: ModelRequest) -> None:
+        super().append(item)
+        if len(self) > self.keep:
+            del self[0]
 
 
 class BuiltinModel:
@@ -94,6 +115,7 @@ class BuiltinModel:
             runs out, the model falls back to its default behaviour.
         word_delay: seconds between words (0 streams as fast as the consumer reads).
         name: the model name reported in capabilities.
+        keep_calls: how many of the latest requests :attr:`calls` keeps.
     """
 
     def __init__(
@@ -102,6 +124,7 @@ class BuiltinModel:
         *,
         word_delay: float = 0.0,
         name: str = "trioagents-builtin",
+        keep_calls: int = 1000,
     ) -> None:
         self.name = name
         self.word_delay = word_delay
@@ -110,8 +133,10 @@ class BuiltinModel:
             list(script) if script is not None and not callable(script) else []
         )
         self._call_counter = 0
-        self.calls: list[ModelRequest] = []
-        """Every request this model received, in order (for tests)."""
+        self.calls: list[ModelRequest] = _Latest(keep_calls)
+        """The latest requests this model received, oldest first (for tests). Bounded: a
+        server answering with the built-in model for days must not keep every conversation
+        it ever saw."""
 
     def _next_step(self, request: ModelRequest) -> Step:
         if self._fn is not None:

@@ -161,8 +161,9 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
             info = uamp.ErrorInfo(code="agent_error", message=f"{type(err).__name__}: {err}")
         terminal = uamp.ResponseError(response_id=rid, session_id=sid, error=info)
         await ctx.emit(terminal)
-        with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
-            await _finalize(ctx)
+        if ctx.agent.has_hooks("finalize"):
+            with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
+                await _finalize(ctx)
         return terminal
     output: list[Any] = []
     text = ctx.output_text
@@ -175,8 +176,9 @@ async def run_response(ctx: Context) -> uamp.ServerEvent:
         response=uamp.ResponseInfo(id=rid, output=output, usage=ctx.usage),
     )
     await ctx.emit(terminal)
-    with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
-        await _finalize(ctx)
+    if ctx.agent.has_hooks("finalize"):  # two cancel scopes per response saved otherwise
+        with trio.CancelScope(shield=True), trio.move_on_after(ctx.config.cleanup_timeout):
+            await _finalize(ctx)
     if ctx.payment is not None and ctx.wait_payment is not None:
         await _emit_balance(ctx, ctx.payment)
     return terminal

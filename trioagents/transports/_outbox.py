@@ -8,7 +8,10 @@ task (:meth:`Outbox.run`) takes everything queued at that moment, control replie
 writes it. While the client is behind, consecutive text deltas of the same response are merged
 into one event before writing, never reordered and never merged across responses or sessions:
 Hypercorn's per-frame cost is what limits throughput, so fewer frames is what makes Trio
-competitive.
+competitive. :meth:`Outbox.send` has no schedule point while there is room (it is still a
+cancel point), so a producer with a burst ready queues it whole before the writer runs; and
+while the writer sends one batch, carriers that can (the server's Hypercorn connections, see
+:data:`WRITE_BATCH`) collect the frames' bytes and write them with one system call.
 
 Backpressure: the data lane holds ``size`` events. A producer that finds it full waits; if it
 is still full after ``send_timeout`` the client is not reading, and ``on_stuck`` is called (the
@@ -24,15 +27,27 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import trio
 
 from .. import uamp
 
-__all__ = ["Outbox", "merge_text_deltas"]
+__all__ = ["WRITE_BATCH", "Outbox", "merge_text_deltas"]
 
 _BATCH = 128
+
+WRITE_BATCH: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar(
+    "trioagents_write_batch", default=None
+)
+"""Set while a writer sends one batch frame by frame.
+
+A carrier that can collect the bytes of several frames and write them with one system call
+(the server's Hypercorn connections) appends a flush to this list instead of writing, and the
+writer awaits every flush once the batch is rendered. Frames are never reordered: nothing
+yields between collecting and flushing.
+"""
 
 
 def merge_text_deltas(events: list[Any]) -> list[Any]:
@@ -164,18 +179,25 @@ class Outbox:
         if self._closed or self._finishing:
             await trio.lowlevel.checkpoint()
             return
-        if len(self._data) >= self._size:
-            with trio.move_on_after(self._send_timeout):
-                while len(self._data) >= self._size and not self._closed:
-                    await self._room.park()
-            if len(self._data) >= self._size and not self._closed:
-                self._on_stuck()
-                await trio.sleep_forever()
-            if self._closed:
-                return
-        else:
-            await trio.lowlevel.checkpoint()
-        if not (self._closed or self._finishing):
+        if len(self._data) < self._size:
+            # Room: queue without a schedule point (still a cancel point). A producer that
+            # has several events ready (a burst from the model) queues them all before the
+            # writer runs, so the writer sends them together and merges their text deltas;
+            # yielding after each one would hand the writer one event per frame. The bound
+            # still applies: a producer that never blocks elsewhere parks once it is full.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._data.append(event)
+            self._ready.set()
+            return
+        with trio.move_on_after(self._send_timeout):
+            while len(self._data) >= self._size and not self._closed:
+                await self._room.park()
+        if len(self._data) >= self._size and not self._closed:
+            self._on_stuck()
+            await trio.sleep_forever()
+        if self._closed:
+            return
+        if not self._finishing:
             self._data.append(event)
             self._ready.set()
 
@@ -209,9 +231,17 @@ class Outbox:
             await self._write_batch(batch)
             self.frames_sent += 1
             return
-        assert self._write is not None
-        for ev in batch:
-            if self._closed:
-                break
-            await self._write(self._render(ev))
-            self.frames_sent += 1
+        write, render = self._write, self._render
+        assert write is not None
+        flushes: list[Callable[[], Awaitable[None]]] = []
+        token = WRITE_BATCH.set(flushes)
+        try:
+            for ev in batch:
+                if self._closed:
+                    break
+                await write(render(ev))
+                self.frames_sent += 1
+        finally:
+            WRITE_BATCH.reset(token)
+        for flush in flushes:
+            await flush()

@@ -223,9 +223,20 @@ class CompletionsResponse(Response):
         async def emit(event: Any) -> None:
             if type(event) is uamp.ResponseDelta:
                 runtime.stats.deltas += 1
+            # Queue without a schedule point while there is room (still a cancel point): a
+            # burst from the model is queued whole before the writer runs, which then writes
+            # it as one body chunk instead of one chunk per event.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                send_ch.send_nowait(event)
+                return
+            except trio.WouldBlock:
+                pass
+            except trio.BrokenResourceError:  # the client is gone: nobody renders it
+                return
             try:
                 await send_ch.send(event)
-            except trio.BrokenResourceError:  # the client is gone: nobody renders it
+            except trio.BrokenResourceError:
                 await trio.lowlevel.checkpoint()
 
         ctx = Context(
@@ -322,6 +333,13 @@ class CompletionsResponse(Response):
                     continue
                 first.append(ev)
                 break
+        if first and not isinstance(first[0], uamp.ResponseError):
+            # Whatever else is queued already goes out with the status line's first chunk.
+            while len(first) < 256:
+                try:
+                    first.append(events.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
         if first and isinstance(first[0], uamp.ResponseError):
             await _send_json(send, *_error_response(first[0].error, ctx.agent.name))
             return

@@ -8,6 +8,7 @@ event into JSON bytes, stamping ``event_id`` and ``timestamp`` from the injected
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -105,12 +106,46 @@ class IdFactory(Protocol):
         """Return ``nbytes`` of fresh randomness as hex (for ``chatcmpl-`` and similar)."""
 
 
+_POOL_BYTES = 2048
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must never hand out the parent's pooled randomness again.
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class RandomIds:
-    """Ids with 96 random bits, as §0.3 requires."""
+    """Ids with 96 random bits, as §0.3 requires.
+
+    The randomness is the operating system's CSPRNG (``os.urandom``), drawn 2 KiB at a time
+    and handed out in 96-bit slices: one id per event is on the streaming hot path, and one
+    ``getrandom`` call per id cost more than the rest of encoding an event. A forked child
+    starts with a fresh pool.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._pos = 0
+        self._generation = _fork_generation
+
+    def _hex24(self) -> str:
+        pos = self._pos
+        if pos + 24 > len(self._pool) or self._generation != _fork_generation:
+            self._pool = os.urandom(_POOL_BYTES).hex()
+            self._generation = _fork_generation
+            pos = 0
+        self._pos = pos + 24
+        return self._pool[pos : pos + 24]
 
     def new(self, prefix: str) -> str:
         """Return ``prefix_`` + 24 random hex digits."""
-        return f"{prefix}_{secrets.token_hex(12)}"
+        return prefix + "_" + self._hex24()
 
     def hex(self, nbytes: int) -> str:
         """Return ``nbytes`` random bytes as hex."""
@@ -266,7 +301,27 @@ class Encoder:
 
     def to_dict(self, event: Any) -> dict[str, Any]:
         """Unstructure ``event`` and stamp its envelope."""
-        d: dict[str, Any] = converter.unstructure(event)
+        if type(event) is ev.ResponseDelta and type(event.delta) is ev.TextDelta:
+            # The hot path (one per streamed word): the same dict, key order included, that
+            # the converter builds, without its generic dispatch.
+            d: dict[str, Any] = {
+                "response_id": event.response_id,
+                "delta": {"text": event.delta.text, "type": "text"},
+                "type": "response.delta",
+            }
+            if event.session_id is not None:
+                d["session_id"] = event.session_id
+            eid, ts = event.event_id, event.timestamp
+            if eid is not None:
+                d["event_id"] = eid
+            if ts is not None:
+                d["timestamp"] = ts
+            if eid is None:
+                d["event_id"] = self.ids.new("evt")
+            if ts is None:
+                d["timestamp"] = self.clock.now_ms()
+            return d
+        d = converter.unstructure(event)  # type: ignore[no-redef]
         if "event_id" not in d:
             d["event_id"] = self.ids.new("evt")
         if "timestamp" not in d:

@@ -536,6 +536,10 @@ class Context:
             error instead.
         payment: the turn's :class:`~trioagents.payments.TurnPayment` while a paid turn runs
             (and after it, for its totals); ``None`` for free turns.
+        context: the client's per-turn context (UAMP/PortalConnect ``input.text.context``) for
+            this response only; ``None`` when the turn brought none. It is what the client
+            sent, unverified: never take identity or permissions from it (a PortalConnect
+            daemon's hub-verified caller is in ``session.metadata["caller"]``).
     """
 
     session: Session
@@ -561,6 +565,7 @@ class Context:
     payment_token: str | None = None
     wait_payment: WaitPayment | None = None
     payment: TurnPayment | None = None
+    context: dict[str, Any] | None = None
 
     @property
     def agent(self) -> Agent:

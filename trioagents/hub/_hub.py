@@ -40,7 +40,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import attrs
 import orjson
 import trio
 from starlette.applications import Starlette
@@ -57,7 +56,7 @@ from ..protocols.completions import CompletionsError
 from ..transports._runtime import Runtime
 from ..transports._wsconn import send_close
 from ..transports.completions import handle_completion, models_body, openai_error, read_body
-from ..transports.uamp import UampConnection
+from ..transports.uamp import serve_uamp_socket
 from ._links import DaemonLink, Inbound
 from ._relay import RelayHub
 from ._routing import proxy_agent
@@ -323,44 +322,14 @@ class Hub:
 
     async def _uamp(self, ws: WebSocket) -> None:
         name = ws.path_params.get("agent") or ws.query_params.get("agent")
-        token = bearer_token(ws) if self.auth is not None else None
-        if self.auth is not None and token and name:
-            # A credential on the handshake is checked before the socket opens (§0.4: refuse
-            # with 401 when possible); sessions without their own token then inherit it.
-            try:
-                await self.auth.authenticate(name, token, base_url_of(ws.scope))
-            except AuthError as err:
-                failure = http_failure(err)
-                await ws.send_denial_response(
-                    JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
-                )
-                return
         if not name or not await self._known(name):
             await ws.send_denial_response(
                 _error(404, "agent_not_found", f"no agent named {name!r} on this hub")
             )
             return
-        await ws.accept()
-        send = ws._send
-
-        async def send_text(text: str) -> None:
-            await send({"type": "websocket.send", "text": text})
-
-        conn = _CallerConnection(
-            self.runtime,
-            send_text,
-            agent=self.proxy(name),
-            pinned=True,
-            metadata={
-                "headers": dict(ws.headers),
-                "client": ws.client,
-                "base_url": base_url_of(ws.scope),
-            },
-            handshake_token=token,
-        )
-        await conn.serve(ws._receive)
-        if conn.close_code is not None:
-            await send_close(send, conn.close_code, conn.close_reason, self.config.cleanup_timeout)
+        # The UAMP transport verifies a handshake credential before the socket opens (§0.4:
+        # 401 when possible) and makes it the default token of sessions that bring none.
+        await serve_uamp_socket(ws, self.proxy(name), pinned=True)
 
     # -- info -----------------------------------------------------------------------------------
 
@@ -422,17 +391,3 @@ class Hub:
                 ]
             }
         )
-
-
-class _CallerConnection(UampConnection):
-    """A caller's UAMP socket on the hub: the handshake credential (already verified) is the
-    default ``token`` of each ``session.create`` that carries none."""
-
-    def __init__(self, *args: Any, handshake_token: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handshake_token = handshake_token
-
-    def _create_session(self, ev: uamp.SessionCreate) -> None:
-        if self.handshake_token and not ev.token and not (ev.session or {}).get("token"):
-            ev = attrs.evolve(ev, token=self.handshake_token)
-        super()._create_session(ev)

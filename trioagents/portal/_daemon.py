@@ -22,17 +22,21 @@ The only differences are on the reader: hub replies (``session.created``, ``sess
 resolve answers ``response.error{agent_not_found}``.
 
 One registration serves *every* caller of the agent through the hub, so what identifies a
-caller is per turn, never sticky on the session:
+caller is per turn, never sticky on the session (the UAMP core's per-turn fields, with
+``UampConnection(sticky_payments=False, turn_metadata=…)``):
 
 * ``input.text.context`` — a trioagents hub sends ``{"caller": {"sub", "iss", "scopes"}}``
-  (the caller it verified; nothing for anonymous callers). For that turn the agent sees
-  ``session.metadata["context"]`` (the whole context), ``["caller"]`` (that dict), ``["sub"]``
-  and ``["principal"]`` (a :class:`~trioagents.auth.Principal` with the hub-verified scopes,
-  so ``@tool(scopes=…)`` works through the hub). The daemon trusts its hub for this: it chose
-  the hub and authenticated to it; the caller's own credential never reaches the daemon.
-* ``input.text.payment_token`` and tokens submitted during the turn (``payment.submit``) pay
-  for that turn only (another caller's next turn does not inherit them); a token set by
-  ``session.update`` between turns stays the session's default.
+  (the caller it verified; nothing for anonymous callers). For that turn the agent sees it as
+  ``ctx.context`` and ``session.metadata["context"]`` (the whole context), ``["caller"]``
+  (that dict), ``["sub"]`` and ``["principal"]`` (a :class:`~trioagents.auth.Principal` with
+  the hub-verified scopes, so ``@tool(scopes=…)`` works through the hub); an anonymous turn
+  sees none of them. The daemon trusts its hub for this: it chose the hub and authenticated
+  to it; the caller's own credential never reaches the daemon.
+* ``input.text.payment_token`` and tokens submitted for a turn waiting on
+  ``payment.required`` (``payment.submit``) pay for that turn only (another caller's next
+  turn does not inherit them; a submission during a turn that did not ask is dropped); a token
+  set by ``session.update`` — or ``payment.submit`` — between turns stays the session's
+  default.
 
 ``auth`` (an :class:`~trioagents.auth.AuthService`) makes signing agents sign their responses:
 ``response.done.signature`` over the exact ``input.text`` frame the hub sent. A trioagents hub
@@ -73,7 +77,7 @@ from ..protocols.portal import (
     with_token,
 )
 from ..transports._runtime import Runtime
-from ..transports.uamp import UampConnection, UampSession, _Turn
+from ..transports.uamp import UampConnection, UampSession
 from ._socket import (
     ConnectFailed,
     Dialer,
@@ -450,7 +454,14 @@ class _DaemonConnection(UampConnection):
         self.portal = portal
         self.sock = sock
         super().__init__(
-            portal.runtime, self._write, agent=None, pinned=False, metadata={"transport": "portal"}
+            portal.runtime,
+            self._write,
+            agent=None,
+            pinned=False,
+            metadata={"transport": "portal"},
+            # One registration serves every caller: what a turn brings is that turn's only.
+            sticky_payments=False,
+            turn_metadata=_caller_metadata,
         )
         self.waiting: dict[str, AgentEntry] = {}
         self.unresolved: dict[str, str] = {}
@@ -548,7 +559,7 @@ class _DaemonConnection(UampConnection):
             self.unresolved[sid] = name
             return
         self.unresolved.pop(sid, None)
-        session = _DaemonSession(self, sid, agent, {"agent": name, "modalities": ["text"]})
+        session = UampSession(self, sid, agent, {"agent": name, "modalities": ["text"]})
         self.sessions[sid] = session
         assert self._nursery is not None  # dispatch runs inside serve()
         self._nursery.start_soon(session.run)
@@ -563,13 +574,6 @@ class _DaemonConnection(UampConnection):
             if not self.portal.enabled_entries:
                 self.all_refused = True
                 self.close(1000, "every agent token was refused")
-
-    def _on_input_text(self, s: UampSession, ev: uamp.InputText) -> None:
-        # The caller and the payment token belong to this turn only (see the module).
-        if isinstance(s, _DaemonSession) and ev.event_id is not None:
-            s.per_turn[ev.event_id] = (ev.context, ev.payment_token)
-            ev = attrs.evolve(ev, payment_token=None)
-        super()._on_input_text(s, ev)
 
     def _unresolved_input(self, ev: uamp.InputText) -> None:
         sid = ev.session_id
@@ -602,46 +606,33 @@ class _DaemonConnection(UampConnection):
         s.end(ev.reason or "client_request")
 
 
-class _DaemonSession(UampSession):
-    """A registered agent's session: the caller context and payment token of each
-    ``input.text`` apply to that turn only."""
+def _caller_metadata(context: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``session.metadata`` entries of one daemon turn (the connection's ``turn_metadata``).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.per_turn: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
-        """``input.text`` event id → (its ``context``, its ``payment_token``)."""
-
-    async def _run_turn(self, turn: _Turn) -> None:
-        context, token = self.per_turn.pop(turn.reply_to or "", (None, None))
-        meta = self.state.metadata
-        for key in ("context", "caller", "sub", "principal"):
-            meta.pop(key, None)
-        caller = context.get("caller") if isinstance(context, dict) else None
-        if isinstance(context, dict):
-            meta["context"] = context
-        if isinstance(caller, dict) and isinstance(caller.get("sub"), str):
-            scopes = caller.get("scopes")
-            meta["caller"] = caller
-            meta["sub"] = caller["sub"]
-            meta["principal"] = Principal(
-                sub=caller["sub"],
-                iss=str(caller.get("iss") or "hub"),
-                scopes=frozenset(s for s in scopes if isinstance(s, str))
-                if isinstance(scopes, list)
-                else frozenset(),
-                claims={"via": "hub"},
-            )
-        default = self.payment_token
-        if token:
-            self.payment_token = token
-        try:
-            await super()._run_turn(turn)
-        finally:
-            # Tokens that came with the turn (input.text, payment.submit) are that caller's:
-            # they never pay for another caller's turn.
-            self.payment_token = default
-            for key in ("context", "caller", "sub", "principal"):
-                meta.pop(key, None)
+    ``context`` is the turn's ``input.text.context``; a trioagents hub puts the caller it
+    verified there as ``{"caller": {"sub", "iss", "scopes"}}``. Every key is returned (``None``
+    hides it), so an anonymous turn never sees a previous caller.
+    """
+    caller = context.get("caller") if isinstance(context, dict) else None
+    entries: dict[str, Any] = {
+        "context": context if isinstance(context, dict) else None,
+        "caller": None,
+        "sub": None,
+        "principal": None,
+    }
+    if isinstance(caller, dict) and isinstance(caller.get("sub"), str):
+        scopes = caller.get("scopes")
+        entries["caller"] = caller
+        entries["sub"] = caller["sub"]
+        entries["principal"] = Principal(
+            sub=caller["sub"],
+            iss=str(caller.get("iss") or "hub"),
+            scopes=frozenset(s for s in scopes if isinstance(s, str))
+            if isinstance(scopes, list)
+            else frozenset(),
+            claims={"via": "hub"},
+        )
+    return entries
 
 
 def connect_portal(

@@ -34,15 +34,36 @@ out alone, without ``response_id``, when ``auto_respond`` is off. A failing hook
 hook returned None). ``response.cancel`` does not reach a running transcription (no response
 has started yet); ``session.end`` and closing the socket do.
 
-Auth (§10): with an :class:`~trioagents.auth.AuthService` on the server, the session task
-verifies the ``session.create`` token (top level or in ``session``) before it sends
-``session.created``; a bad one (or none when required) gives ``session.error{unauthorized}``
-and no session. ``session.update{token}`` is verified in a connection task (the reader never
+Auth (§0.2, §10): the handshake credential (``Authorization: Bearer``, else ``?token=``) is
+the default ``token`` of every ``session.create`` that carries none. With an
+:class:`~trioagents.auth.AuthService` on the server, :func:`serve_uamp_socket` verifies a
+presented handshake credential for the socket's agent before accepting (bad → HTTP 401; on the
+agentless multi-agent ``/uamp`` it is verified per session instead, for the agent each
+``session.create`` picks). The session task verifies the session's token (its own, top level
+or in ``session``, else the handshake's) before it sends ``session.created``; a bad one (or
+none when required) gives ``session.error{unauthorized}`` and no session. The token must also
+hold the scopes of the agent's ``/uamp`` endpoint (``@websocket("/uamp", scopes=…)``,
+:func:`uamp_endpoint_scopes`) — the server checks them on the handshake of a per-agent socket,
+but on the unpinned ``/uamp`` the agent is only chosen by ``session.create``: lacking them gives
+``session.error{unauthorized, details{reason:"missing_token"|"insufficient_scope"}}``.
+``session.update{token}`` is verified (scopes too) in a connection task (the reader never
 waits); a bad one gives ``session.error`` and the old token stays. Each turn first waits for
 pending verifications, then refuses the input with ``session.error{unauthorized,
 details{reason:"token_expired"}}`` once the token has expired; a running response is never
 stopped by expiry. A signing agent puts ``response.done.signature`` over the exact text it
 streamed and the exact frame that started the response.
+
+Per-turn fields (§0.2, §1.2): ``input.text.context`` and ``input.text.payment_token`` ride on
+the turn, never on the session. The context is the response's :attr:`Context.context
+<trioagents.agent.Context.context>`; the payment token pays for that response (it wins over
+the session's token from ``session.create``/``session.update``). An input that starts no
+response (``auto_respond`` off, non-``user`` roles) hands them to the next response of the
+session. A ``payment.submit`` for a response waiting on ``payment.required`` pays for that
+response and, once accepted, stays the session's token for later turns (``sticky_payments``,
+what one client wants; the PortalConnect daemon turns it off, as one session serves every
+caller of a hub); one sent while no response waits sets the session's token.
+``UampConnection(turn_metadata=…)`` lets a server expose a turn's context in
+``session.metadata`` for that turn only (the daemon's hub-verified caller).
 """
 
 from __future__ import annotations
@@ -50,10 +71,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from .. import uamp
@@ -75,13 +98,22 @@ from ..auth import (
     ResponseHasher,
     ResponseSigner,
     base_url_of,
+    bearer_token,
+    http_failure,
+    require_scopes,
     uamp_error,
 )
 from ..payments import PaymentError, PaymentsService
 from ._runtime import Runtime
 from ._wsconn import WebSocketConnection, send_close
 
-__all__ = ["MAX_INPUT_AUDIO", "UampTransport", "serve_uamp_socket"]
+__all__ = [
+    "MAX_INPUT_AUDIO",
+    "TurnMetadata",
+    "UampTransport",
+    "serve_uamp_socket",
+    "uamp_endpoint_scopes",
+]
 
 log = logging.getLogger("trioagents.transports.uamp")
 
@@ -89,6 +121,26 @@ MAX_INPUT_AUDIO = 15 << 20
 """Default bound on one session's accumulated ``input.audio`` (decoded bytes, 15 MiB)."""
 
 _SESSIONLESS = frozenset({"ping", "pong", "capabilities.query", "client.capabilities"})
+
+TurnMetadata = Callable[[dict[str, Any] | None], Mapping[str, Any]]
+"""``UampConnection(turn_metadata=fn)``: ``fn(context)`` maps a responding turn's
+``input.text.context`` (None when the turn has none) to ``session.metadata`` entries that hold
+for that turn only (a ``None`` value hides the key for the turn); the previous entries come
+back when the response ends. The PortalConnect daemon uses it to expose the hub-verified
+caller."""
+
+_ABSENT = object()
+
+
+def uamp_endpoint_scopes(agent: Agent) -> tuple[str, ...]:
+    """The scopes ``agent``'s ``/uamp`` WebSocket endpoint demands (``@websocket("/uamp",
+    scopes=…)``), as the server enforces them on ``/agents/{name}/uamp``: the last ``/uamp``
+    endpoint registered wins; none: ``()``."""
+    scopes: tuple[str, ...] = ()
+    for endpoint in agent.websocket_endpoints:
+        if endpoint.path == "/uamp":
+            scopes = endpoint.scopes
+    return scopes
 
 
 def normalize_tools(tools: Any) -> list[dict[str, Any]]:
@@ -127,6 +179,8 @@ class _Turn:
     tools: list[dict[str, Any]] | None = None
     audio: _Audio | None = None  # the user message is this audio's transcript
     frame: str | None = None  # the exact frame that started it (signed responses)
+    context: dict[str, Any] | None = None  # input.text.context: this turn only
+    payment_token: str | None = None  # input.text.payment_token: this turn only
 
 
 class _Stuck(Exception):
@@ -175,7 +229,11 @@ class UampSession:
         # token submitted for it (a newer submission replaces an unread one).
         self._payment_for: str | None = None
         self._submitted: str | None = None
+        self._trying: str | None = None  # handed to the run loop, not yet accepted
         self._payment_wakeup = trio.Event()
+        # Per-turn fields of inputs that started no response, for the next one that does.
+        self._carried_context: dict[str, Any] | None = None
+        self._carried_payment_token: str | None = None
         # Auth (§10): the verified caller, the session.create to confirm once verified, the
         # session.update verifications still running, and the running response's signing.
         self.principal: Principal | None = None
@@ -214,18 +272,27 @@ class UampSession:
         return True
 
     def deliver_payment(self, ev: uamp.PaymentSubmit) -> bool:
-        """Take a ``payment.submit``: its token becomes the session's payment token and wakes
-        the response waiting for it (if ``response_id`` is absent or names it). Returns whether
-        a response was waiting."""
+        """Take a ``payment.submit``; returns whether a response was waiting for it.
+
+        The token wakes the response waiting for payment (if ``response_id`` is absent or names
+        it) and pays for that response; with ``sticky_payments`` (the default) it also becomes
+        the session's payment token once accepted. A token submitted while no response waits
+        becomes the session's payment token (like ``session.update``), except during a running
+        response without ``sticky_payments``, where it is dropped (it belongs to that turn's
+        caller, who was not asked to pay).
+        """
         token = ev.payment.token
-        if token:
-            self.payment_token = token
-        if self._payment_for is None or (ev.response_id and ev.response_id != self._payment_for):
-            return False
-        if token:
+        waiting = self._payment_for is not None and (
+            not ev.response_id or ev.response_id == self._payment_for
+        )
+        if not token:
+            return waiting
+        if waiting:
             self._submitted = token
             self._payment_wakeup.set()
-        return True
+        elif self.conn.sticky_payments or self.running is None:
+            self.payment_token = token
+        return waiting
 
     def end(self, reason: str) -> None:
         """Cancel everything in this session, then confirm with ``session.end``."""
@@ -270,6 +337,9 @@ class UampSession:
             self._submitted = None
         elif t is uamp.PaymentAccepted:
             self._payment_for = None  # negotiated: later submissions only set the session token
+            if self.conn.sticky_payments and self._trying:
+                self.payment_token = self._trying  # the accepted token pays for later turns too
+            self._trying = None
         await self.conn.outbox.send(event)
 
     async def wait_payment(self, err: PaymentError) -> str:
@@ -279,6 +349,7 @@ class UampSession:
             self._payment_wakeup = trio.Event()
             await self._payment_wakeup.wait()
         token, self._submitted = self._submitted, None
+        self._trying = token
         return token
 
     async def wait_tool_results(
@@ -323,12 +394,20 @@ class UampSession:
     # -- auth (§10) ---------------------------------------------------------------------------
 
     async def authenticate(self, token: str | None) -> Principal | None:
-        """Verify ``token`` for this session's agent (AuthError when refused)."""
+        """Verify ``token`` for this session's agent, and that it holds the scopes the agent's
+        ``/uamp`` endpoint demands (AuthError when refused)."""
         auth = AuthService.of(self.conn.runtime)
         if auth is None:
             return None
         base = self.conn.metadata.get("base_url", "")
-        return await auth.authenticate(self.state.agent.name, token, base)
+        principal = await auth.authenticate(self.state.agent.name, token, base)
+        scopes = uamp_endpoint_scopes(self.state.agent)
+        if scopes:
+            # Also on the unpinned /uamp, where the agent is chosen after the handshake.
+            if principal is None:
+                raise AuthError("missing_token", f"agent requires scopes: {' '.join(scopes)}")
+            require_scopes(principal, scopes)
+        return principal
 
     def _set_principal(self, token: str | None, principal: Principal | None) -> None:
         self.token, self.principal = token, principal
@@ -347,7 +426,9 @@ class UampSession:
             self.refused = True
             self.conn.sessions.pop(self.id, None)
             self.conn.runtime.stats.errors += 1
-            await self.conn.outbox.send(uamp.SessionError(error=uamp_error(err), reply_to=reply_to))
+            await self.conn.outbox.send(
+                uamp.SessionError(error=_session_refusal(err), reply_to=reply_to)
+            )
             return False
         for event in events:
             await self.conn.outbox.send(event)
@@ -364,7 +445,9 @@ class UampSession:
             except AuthError as err:
                 self.conn.runtime.stats.errors += 1
                 await self.conn.outbox.send(
-                    uamp.SessionError(session_id=self.id, error=uamp_error(err), reply_to=reply_to)
+                    uamp.SessionError(
+                        session_id=self.id, error=_session_refusal(err), reply_to=reply_to
+                    )
                 )
             else:
                 self._set_principal(token, principal)
@@ -423,6 +506,34 @@ class UampSession:
         )
         return None
 
+    def _enter_turn_metadata(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        """Apply the connection's ``turn_metadata`` for this turn; the entries it replaced."""
+        hook = self.conn.turn_metadata
+        if hook is None:
+            return {}
+        try:
+            updates = dict(hook(context))
+        except Exception:  # fail safe: the turn runs without the hook's entries
+            log.exception("turn_metadata hook failed; the turn runs without its entries")
+            updates = {}
+        meta = self.state.metadata
+        saved: dict[str, Any] = {}
+        for key, value in updates.items():
+            saved.setdefault(key, meta.get(key, _ABSENT))
+            if value is None:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+        return saved
+
+    def _exit_turn_metadata(self, saved: dict[str, Any]) -> None:
+        meta = self.state.metadata
+        for key, value in saved.items():
+            if value is _ABSENT:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+
     async def _run_turn(self, turn: _Turn) -> None:
         state = self.state
         if not await self._input_allowed(turn):
@@ -449,7 +560,15 @@ class UampSession:
             if not duplicate:
                 state.messages.append(turn.message)
         if not turn.respond:
+            # Its per-turn fields go to the response the next input (or response.create) starts.
+            if turn.context is not None:
+                self._carried_context = turn.context
+            if turn.payment_token:
+                self._carried_payment_token = turn.payment_token
             return
+        context = turn.context if turn.context is not None else self._carried_context
+        turn_token = turn.payment_token or self._carried_payment_token
+        self._carried_context = self._carried_payment_token = None
         runtime = self.conn.runtime
         rid = runtime.ids.new("resp")
         ctx = Context(
@@ -464,8 +583,10 @@ class UampSession:
             instructions=turn.instructions,
             client_tools=turn.tools,
             payments=PaymentsService.of(runtime),
-            payment_token=self.payment_token,
+            # §0.2, first match wins: the turn's own token, then the session's.
+            payment_token=turn_token or self.payment_token,
             wait_payment=self.wait_payment,
+            context=context,
         )
         self._reply_to = turn.reply_to
         auth = AuthService.of(runtime)
@@ -477,6 +598,7 @@ class UampSession:
         )
         runtime.stats.responses += 1
         terminal: Any = None
+        saved = self._enter_turn_metadata(context)
         with trio.CancelScope() as scope:
             self.running = (rid, scope)
             try:
@@ -485,7 +607,8 @@ class UampSession:
                 self.running = None
                 self._signing = None
                 self._results.clear()
-                self._payment_for = self._submitted = None
+                self._payment_for = self._submitted = self._trying = None
+                self._exit_turn_metadata(saved)
                 if terminal is None:  # cancelled: by response.cancel, session.end or the socket
                     runtime.stats.responses_cancelled += 1
                 elif isinstance(terminal, uamp.ResponseError):
@@ -493,7 +616,27 @@ class UampSession:
 
 
 class UampConnection(WebSocketConnection):
-    """One UAMP WebSocket: the reader and the sessions (lifecycle in :class:`WebSocketConnection`)."""
+    """One UAMP WebSocket: the reader and the sessions (lifecycle in :class:`WebSocketConnection`).
+
+    Args:
+        runtime: the server's runtime.
+        send_text: ``await send_text(frame)`` writes one text frame (the outbox's only writer).
+        agent: the agent of a per-agent socket, or the default agent (None: every
+            ``session.create`` must name one).
+        pinned: sessions may only address ``agent``.
+        metadata: copied into every session's ``session.metadata`` (``headers``, ``client``,
+            ``base_url``…).
+        max_input_audio: bound on one session's accumulated ``input.audio`` (decoded bytes).
+        default_token: the credential of the handshake (§0.2: ``Authorization: Bearer`` or
+            ``?token=``), the ``token`` of every ``session.create`` that carries none; the
+            session task verifies it for the session's agent like any session token.
+        sticky_payments: whether a token submitted with ``payment.submit`` for a waiting
+            response also stays the session's payment token for later turns once accepted
+            (what one client wants). False (the PortalConnect daemon, where one session
+            serves every caller of a hub): it pays for that response only.
+        turn_metadata: per-turn ``session.metadata`` entries derived from the turn's
+            ``input.text.context`` (:data:`TurnMetadata`).
+    """
 
     name = "UAMP"
 
@@ -506,12 +649,18 @@ class UampConnection(WebSocketConnection):
         pinned: bool,
         metadata: dict[str, Any] | None = None,
         max_input_audio: int = MAX_INPUT_AUDIO,
+        default_token: str | None = None,
+        sticky_payments: bool = True,
+        turn_metadata: TurnMetadata | None = None,
     ) -> None:
         super().__init__(runtime, send_text, runtime.encoder.encode_text)
         self.agent = agent
         self.max_input_audio = max_input_audio
         self.pinned = pinned
         self.metadata = metadata or {}
+        self.default_token = default_token
+        self.sticky_payments = sticky_payments
+        self.turn_metadata = turn_metadata
         self.sessions: dict[str, UampSession] = {}
         self._defaults: dict[str, Any] = {}
         self._frame: str | None = None  # the frame being dispatched (signed responses)
@@ -654,7 +803,8 @@ class UampConnection(WebSocketConnection):
         if self.pinned:
             agent = self.agent if name in (None, self.agent.name if self.agent else None) else None
         else:
-            agent = self.runtime.resolve(name) if name else self.runtime.default_agent
+            # The socket's agent (`/uamp?agent=`, else the default) when none is named.
+            agent = self.runtime.resolve(name) if name else self.agent
         if agent is None:
             if name is None:
                 refuse("agent_not_found", "session.create needs 'agent' on this endpoint")
@@ -667,9 +817,21 @@ class UampConnection(WebSocketConnection):
                 f"at most {self.runtime.config.max_sessions_per_socket} sessions per socket",
             )
             return
+        auth = AuthService.of(self.runtime)
+        scopes = uamp_endpoint_scopes(agent)
+        if scopes and auth is None:
+            # Nobody can prove a scope without an auth service: fail closed, as the server
+            # does for the agent's own /agents/{name}/uamp.
+            refuse(
+                "unauthorized",
+                f"agent {agent.name!r} requires scopes: {' '.join(scopes)}",
+                {"reason": "missing_token"},
+            )
+            return
         sid = self.runtime.ids.new("sess")
         session = UampSession(self, sid, agent, cfg)
-        session.token = ev.token or cfg.get("token")
+        token = ev.token or cfg.get("token")
+        session.token = token if isinstance(token, str) and token else self.default_token
         session.payment_token = ev.payment_token or cfg.get("payment_token")
         self.sessions[sid] = session
         created = [
@@ -687,7 +849,7 @@ class UampConnection(WebSocketConnection):
             ),
             uamp.Capabilities(capabilities=agent.capabilities(), session_id=sid),
         ]
-        if AuthService.of(self.runtime) is not None:
+        if auth is not None:
             # Verified by the session task, which confirms (or refuses) before any turn.
             session.pending_create = (created, reply_to)
         assert self._nursery is not None
@@ -739,6 +901,8 @@ class UampConnection(WebSocketConnection):
         ev: Any,
         messages: list[Message] | None = None,
         audio: _Audio | None = None,
+        context: dict[str, Any] | None = None,
+        payment_token: str | None = None,
     ) -> None:
         s.bindable = False
         if respond and s.concurrency == "latest":
@@ -750,6 +914,8 @@ class UampConnection(WebSocketConnection):
             messages=messages,
             audio=audio,
             frame=self._frame,
+            context=context,
+            payment_token=payment_token,
         )
         if not s.enqueue(turn):
             self._error(
@@ -776,10 +942,17 @@ class UampConnection(WebSocketConnection):
         if s.media and ev.role == "user":
             content = [*s.media, uamp.TextContent(ev.text)] if ev.text else list(s.media)
             s.media.clear()
-        if ev.payment_token:
-            s.payment_token = ev.payment_token
         respond = s.auto_respond and ev.role == "user"
-        self._input(s, Message(role=ev.role, content=content), respond, ev, messages)
+        # context and payment_token belong to this turn only (§0.2, §1.2).
+        self._input(
+            s,
+            Message(role=ev.role, content=content),
+            respond,
+            ev,
+            messages,
+            context=ev.context,
+            payment_token=ev.payment_token,
+        )
 
     def _on_input_audio(self, s: UampSession, ev: uamp.InputAudio) -> None:
         try:
@@ -936,6 +1109,20 @@ class UampConnection(WebSocketConnection):
         await super().on_shutdown()
 
 
+def _session_refusal(err: AuthError) -> uamp.ErrorInfo:
+    """The ``error`` of a ``session.error`` refusing a credential: always ``unauthorized``
+    (§1.3 has no ``forbidden``); ``details.reason`` tells why (``insufficient_scope`` with the
+    required ``scopes``)."""
+    info = uamp_error(err)
+    if err.reason != "insufficient_scope":
+        return info
+    return uamp.ErrorInfo(
+        code="unauthorized",
+        message=err.message,
+        details={"reason": err.reason, "scopes": list(err.scopes)},
+    )
+
+
 def _drop_audio(s: UampSession) -> None:
     s.audio.clear()
     s.audio_bytes = 0
@@ -955,6 +1142,15 @@ async def serve_uamp_socket(
 ) -> None:
     """Serve one UAMP WebSocket.
 
+    The handshake credential (§0.2: ``Authorization: Bearer``, else ``?token=``) is the default
+    ``token`` of every ``session.create`` that carries none. With an
+    :class:`~trioagents.auth.AuthService` on the server and ``agent`` known, a presented
+    credential is verified for ``agent`` before the handshake completes: a bad one refuses it
+    with 401 (+ ``WWW-Authenticate``) and the socket never opens (none is fine: sessions may
+    bring their own). Without ``agent`` (``/uamp`` on a multi-agent server, no ``?agent=``),
+    its audience is the agent each ``session.create`` picks, so it is verified there, per
+    session (``session.error{unauthorized}``).
+
     Args:
         ws: the Starlette WebSocket (not yet accepted).
         agent: the agent of a per-agent route, or the default agent on ``/uamp``.
@@ -964,6 +1160,18 @@ async def serve_uamp_socket(
     Cancellation cancels every session of the socket and closes it.
     """
     runtime = Runtime.of(ws)
+    token = bearer_token(ws.headers, ws.query_params)
+    auth = AuthService.of(runtime)
+    # The server's endpoint-scope check verified it already for this agent (ws.state).
+    if auth is not None and token and agent is not None and not _verified(ws):
+        try:
+            await auth.authenticate(agent.name, token, base_url_of(ws.scope))
+        except AuthError as err:
+            failure = http_failure(err)
+            await ws.send_denial_response(
+                JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+            )
+            return
     await ws.accept()
     send = ws._send
 
@@ -981,10 +1189,16 @@ async def serve_uamp_socket(
             "base_url": base_url_of(ws.scope),
         },
         max_input_audio=max_input_audio,
+        default_token=token,
     )
     await conn.serve(ws._receive)
     if conn.close_code is not None:
         await send_close(send, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout)
+
+
+def _verified(ws: WebSocket) -> bool:
+    """Whether the server authenticated this handshake already (a scoped endpoint)."""
+    return getattr(ws.state, "principal", None) is not None
 
 
 class UampTransport(Skill):

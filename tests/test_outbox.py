@@ -218,3 +218,81 @@ async def test_server_sends_a_burst_as_one_delta_frame_per_response() -> None:
                     assert all(f["event_id"].startswith("evt_") for f in mine)
             await ws.send_message(orjson.dumps({"type": "ping", "event_id": "p"}).decode())
             assert orjson.loads(await ws.get_message())["type"] == "pong"
+
+
+async def test_a_client_opening_many_sessions_at_once_is_slowed_down_not_closed() -> None:
+    """The reader answers each session.create on the control lane; a client that sends far
+    more creates than that lane holds before reading any reply is read more slowly
+    (backpressure), never closed as stuck."""
+    n = 300  # ~10x the control lane (64 events, two replies per create)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_test_server(Agent("many"), max_sessions_per_socket=n) as srv,
+            trio_websocket.open_websocket_url(srv.agent_ws_url("many")) as ws,
+        ):
+            for i in range(n):
+                await ws.send_message(
+                    orjson.dumps({"type": "session.create", "event_id": f"c{i}"}).decode()
+                )
+            replies = [orjson.loads(await ws.get_message()) for _ in range(2 * n)]
+            created = [r for r in replies if r["type"] == "session.created"]
+            assert [r["reply_to"] for r in created] == [f"c{i}" for i in range(n)]
+            assert len({r["session_id"] for r in created}) == n
+            assert sum(r["type"] == "capabilities" for r in replies) == n
+            await ws.send_message(orjson.dumps({"type": "ping", "event_id": "p"}).decode())
+            assert orjson.loads(await ws.get_message())["type"] == "pong"
+
+
+async def test_control_lane_makes_the_reader_wait_then_declares_a_silent_client_stuck(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Replies may exceed the lane by one frame's worth; the reader then waits for the writer
+    (backpressure), and only a lane that stays full for ``send_timeout`` means 'stuck'."""
+    gate = trio.Event()
+    frames: list[Any] = []
+    stuck: list[float] = []
+
+    async def write(frame: Any) -> None:
+        await gate.wait()  # the client is not reading yet
+        frames.append(frame)
+
+    box = Outbox(
+        write,
+        lambda ev: ev,
+        size=8,
+        control_size=4,
+        send_timeout=30,
+        on_stuck=lambda: stuck.append(trio.current_time()),
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(box.run)
+        box.put_control("c0")
+        await trio.testing.wait_all_tasks_blocked()  # the writer holds c0 in write()
+        for i in range(1, 6):  # more than the lane holds: queued anyway, never refused
+            box.put_control(f"c{i}")
+        assert box.control_full
+        reader_done = trio.Event()
+
+        async def reader() -> None:
+            await box.wait_control_room()
+            reader_done.set()
+
+        nursery.start_soon(reader)
+        await trio.sleep(10)
+        assert not reader_done.is_set() and not stuck  # waiting, not yet stuck
+        gate.set()  # the client reads again
+        await reader_done.wait()
+        assert not stuck
+        await trio.testing.wait_all_tasks_blocked()
+        assert frames == [f"c{i}" for i in range(6)]
+
+        gate = trio.Event()  # the client stops reading for good
+        box.put_control("d0")
+        await trio.testing.wait_all_tasks_blocked()  # the writer holds d0 in write()
+        for i in range(1, 6):
+            box.put_control(f"d{i}")
+        start = trio.current_time()
+        nursery.start_soon(box.wait_control_room)
+        await trio.sleep(31)
+        assert stuck == [start + 30]
+        nursery.cancel_scope.cancel()

@@ -170,6 +170,36 @@ class Outbox:
         self._control.append(event)
         self._ready.set()
 
+    def put_control(self, event: Any) -> None:
+        """Queue a reply from the reader, ahead of queued data, even past the lane's size.
+
+        For a reader that applies backpressure itself: it queues the replies to one frame,
+        then awaits :meth:`wait_control_room` before reading the next, so the lane never
+        exceeds its size by more than one frame's replies.
+        """
+        if not (self._closed or self._finishing):
+            self._control.append(event)
+            self._ready.set()
+
+    @property
+    def control_full(self) -> bool:
+        """Whether the control lane holds its size or more (the reader should wait)."""
+        return len(self._control) >= self._control_size
+
+    async def wait_control_room(self) -> None:
+        """Wait until the writer has drained the control lane below its size.
+
+        The reader's backpressure: a client that sends requests faster than it reads their
+        replies is read more slowly. If the lane stays full for ``send_timeout`` the client is
+        not reading at all: ``on_stuck`` is called and this waits for the cancellation.
+        """
+        with trio.move_on_after(self._send_timeout):
+            while self.control_full and not self._closed:
+                await self._room.park()
+        if self.control_full and not self._closed:
+            self._on_stuck()
+            await trio.sleep_forever()
+
     async def send(self, event: Any) -> None:
         """Queue ``event``, waiting for room (backpressure).
 

@@ -86,11 +86,12 @@ class WebSocketConnection:
         self.scope.cancel()
 
     def reply(self, event: Any) -> None:
-        """Queue a reply from the reader (control lane: never waits, goes ahead of data)."""
-        try:
-            self.outbox.send_control_nowait(event)
-        except trio.WouldBlock:  # a client that floods us while not reading is stuck
-            self._stuck()
+        """Queue a reply from the reader (control lane: never waits, goes ahead of data).
+
+        The lane is bounded by the reader: after each frame it waits for room before reading
+        the next (:meth:`serve`), so a client that sends faster than it reads is slowed down.
+        """
+        self.outbox.put_control(event)
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start a task that lives as long as the connection's work (cancelled on close).
@@ -139,6 +140,8 @@ class WebSocketConnection:
                                 self.outbox.close()
                                 break
                             self.handle_frame(message)
+                            if self.outbox.control_full:  # backpressure on the client
+                                await self.outbox.wait_control_room()
                         nursery.cancel_scope.cancel()
                 if self.outbox.closed:
                     connection.cancel_scope.cancel()

@@ -2,14 +2,18 @@
 
 Usage::
 
-    python benchmarks/floor_trio.py --port 8200 [--words 200]
+    python benchmarks/floor_trio.py --port 8200 [--words 200] [--mode burst|paced] [--coalesce]
 
 A bare ``trio`` + ``h11`` HTTP/1.1 server (keep-alive, chunked bodies, no ASGI, no framework)
 that answers ``POST /v1/chat/completions`` (any body) with the same SSE events, byte for byte
 in shape, as ``trioagents serve`` streaming the benchmark reply: a role chunk, one content
-chunk per word, a finish chunk and ``data: [DONE]``, one socket write per event, no delay.
-``GET /health`` answers ``ok``. Prints ``floor listening on http://127.0.0.1:PORT``. Results
-against it read as what Trio itself can do on this machine; it is not an agent server.
+chunk per word, a finish chunk and ``data: [DONE]``. ``burst`` (default): no delay, one socket
+write per event, or all of a response's events in one write with ``--coalesce`` (what the
+suite uses: the best Trio can do when the model produces everything at once); ``paced``:
+``--delay`` seconds between words, one write per event. ``GET /health`` answers ``ok``.
+Defaults come from ``TRIOAGENTS_BENCH_WORDS``/``_MODE``/``_DELAY``. Prints ``floor listening
+on http://127.0.0.1:PORT``. Results against it read as what Trio itself can do on this
+machine; it is not an agent server.
 """
 
 from __future__ import annotations
@@ -61,7 +65,14 @@ class _Counter:
     n = 0
 
 
-async def handle(stream: trio.SocketStream, *, words: int, counter: _Counter) -> None:
+async def handle(
+    stream: trio.SocketStream,
+    *,
+    words: int,
+    counter: _Counter,
+    delay: float = 0.0,
+    coalesce: bool = False,
+) -> None:
     """Serve one connection: requests in turn until the client closes it."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
 
@@ -97,8 +108,14 @@ async def handle(stream: trio.SocketStream, *, words: int, counter: _Counter) ->
                     (b"transfer-encoding", b"chunked"),
                 ]
                 await send(h11.Response(status_code=200, headers=headers))
-                for chunk in sse_events(words, counter.n):
-                    await send(h11.Data(data=chunk))
+                events = sse_events(words, counter.n)
+                if coalesce and not delay:
+                    await send(h11.Data(data=b"".join(events)))
+                else:
+                    for i, chunk in enumerate(events):
+                        if delay and 1 < i < len(events) - 2:  # between two words
+                            await trio.sleep(delay)
+                        await send(h11.Data(data=chunk))
                 await send(h11.EndOfMessage())
             else:
                 status, body = (200, b"ok") if event.target == b"/health" else (404, b"")
@@ -113,9 +130,11 @@ async def handle(stream: trio.SocketStream, *, words: int, counter: _Counter) ->
         await stream.aclose()
 
 
-async def serve(host: str, port: int, words: int) -> None:
+async def serve(
+    host: str, port: int, words: int, delay: float = 0.0, coalesce: bool = False
+) -> None:
     """Listen on ``host:port`` and serve until SIGINT/SIGTERM."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
     sockname = listeners[0].socket.getsockname()
     print(f"floor listening on http://{sockname[0]}:{sockname[1]}", flush=True)
     counter = _Counter()
@@ -123,7 +142,9 @@ async def serve(host: str, port: int, words: int) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 partial(
-                    trio.serve_listeners, partial(handle, words=words, counter=counter), listeners
+                    trio.serve_listeners,
+                    partial(handle, words=words, counter=counter, delay=delay, coalesce=coalesce),
+                    listeners,
                 )
             )
             async for _ in signals:
@@ -137,8 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--words", type=int, default=int(os.environ.get("TRIOAGENTS_BENCH_WORDS", 200)))
+    p.add_argument(
+        "--mode",
+        choices=["burst", "paced"],
+        default=os.environ.get("TRIOAGENTS_BENCH_MODE", "burst"),
+    )
+    p.add_argument(
+        "--delay", type=float, default=float(os.environ.get("TRIOAGENTS_BENCH_DELAY", 0.05))
+    )
+    p.add_argument("--coalesce", action="store_true", help="burst: one write per response")
     args = p.parse_args(argv)
-    trio.run(serve, args.host, args.port, args.words)
+    delay = args.delay if args.mode == "paced" else 0.0
+    trio.run(serve, args.host, args.port, args.words, delay, args.coalesce)
     return 0
 
 

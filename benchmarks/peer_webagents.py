@@ -2,14 +2,17 @@
 
 Usage::
 
-    python benchmarks/peer_webagents.py --port 8100 [--words 200]
+    python benchmarks/peer_webagents.py --port 8100 [--words 200] [--mode burst|paced] [--delay 0.05]
 
 Serves one agent named ``bench`` with ``webagents.create_server`` on uvicorn (its documented
 way to run): Chat Completions at ``POST /bench/chat/completions`` (send any ``Authorization``
 header: its credential floor checks only that one is present) and UAMP over WebSocket at
 ``/bench/uamp`` (``session.create``, then ``input.text``; one session per connection). Its model is a mock LLM skill equivalent to
 trioagents' built-in model in ``uamp_sessions.py``: every request is answered with the same
-reply of ``--words`` words, streamed one word per chunk with no delay. Rate limiting is off in
+reply of ``--words`` words, streamed one word per chunk: with no delay (``--mode burst``) or
+``--delay`` seconds between words (``--mode paced``, like the built-in model's ``word_delay``).
+Defaults come from ``TRIOAGENTS_BENCH_WORDS``/``_MODE``/``_DELAY`` (set by
+``benchmarks/_harness.py``). Rate limiting is off in
 webagents 0.3.x already (its middleware is never installed). Prints
 ``webagents listening on http://127.0.0.1:PORT`` once the socket accepts, like our CLI.
 
@@ -35,15 +38,18 @@ def reply_text(words: int) -> str:
     return " ".join(f"w{i}" for i in range(words))
 
 
-def build_app(words: int) -> Any:
-    """The webagents server app (FastAPI) serving the ``bench`` agent with the mock model."""
+def build_app(words: int, delay: float = 0.0) -> Any:
+    """The webagents server app (FastAPI) serving the ``bench`` agent with the mock model.
+
+    ``delay`` > 0 paces the words (``asyncio.sleep`` between two of them).
+    """
     from webagents import BaseAgent, create_server
     from webagents.agents.skills.base import Handoff, Skill
 
     pieces = [w if i == 0 else " " + w for i, w in enumerate(reply_text(words).split(" "))]
 
     class MockLLMSkill(Skill):
-        """A streaming LLM skill: a fixed reply, one word per OpenAI chunk, no delay."""
+        """A streaming LLM skill: a fixed reply, one word per OpenAI chunk, paced or not."""
 
         model = "mock"
 
@@ -73,7 +79,9 @@ def build_app(words: int) -> Any:
                 "model": "mock",
             }
             yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
-            for piece in pieces:
+            for i, piece in enumerate(pieces):
+                if delay and i:
+                    await asyncio.sleep(delay)
                 yield {**base, "choices": [{"index": 0, "delta": {"content": piece}}]}
             yield {
                 **base,
@@ -106,12 +114,17 @@ def build_app(words: int) -> Any:
     return server.app
 
 
-async def serve(host: str, port: int, words: int) -> None:
+async def serve(host: str, port: int, words: int, delay: float = 0.0) -> None:
     """Run uvicorn on ``host:port`` and print the ``listening on`` line once it accepts."""
     import uvicorn
 
     config = uvicorn.Config(
-        build_app(words), host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        build_app(words, delay),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -131,11 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--words", type=int, default=int(os.environ.get("TRIOAGENTS_BENCH_WORDS", 200)))
+    p.add_argument(
+        "--mode",
+        choices=["burst", "paced"],
+        default=os.environ.get("TRIOAGENTS_BENCH_MODE", "burst"),
+    )
+    p.add_argument(
+        "--delay", type=float, default=float(os.environ.get("TRIOAGENTS_BENCH_DELAY", 0.05))
+    )
     args = p.parse_args(argv)
+    delay = args.delay if args.mode == "paced" else 0.0
     os.environ.setdefault("WEBAGENTS_LOG_LEVEL", "WARNING")  # no per-request INFO lines
     logging.basicConfig(level=logging.WARNING)
     try:
-        asyncio.run(serve(args.host, args.port, args.words))
+        asyncio.run(serve(args.host, args.port, args.words, delay))
     except KeyboardInterrupt:
         pass
     return 0

@@ -3,7 +3,8 @@
 ``trioagents serve [TARGET] [--host --port --agent …]`` serves agents;
 ``trioagents acp [TARGET] [--agent NAME]`` speaks ACP over stdio (for editors);
 ``trioagents hub …`` runs the hub dial-out agents connect to;
-``trioagents connect TARGET --portal-ws-url URL --token T`` runs such a daemon.
+``trioagents connect TARGET --portal-ws-url URL --token T`` runs such a daemon;
+``trioagents bench …`` runs the benchmark suite of a checkout (``python -m benchmarks …``).
 """
 
 from __future__ import annotations
@@ -189,6 +190,24 @@ async def _serve(server: AgentServer) -> None:
         _print_urls(server, urls)
 
 
+def _bench(argv: list[str]) -> int:
+    """``trioagents bench …``: ``python -m benchmarks …`` in the current directory.
+
+    The suite lives in a checkout's ``benchmarks/``, not in the installed package.
+    """
+    if not (Path.cwd() / "benchmarks" / "__main__.py").is_file():
+        print(
+            "trioagents bench: no benchmarks/ directory here. The benchmark suite is not part "
+            "of the installed package: run `trioagents bench` from the root of a trioagents "
+            "checkout (pip install -e '.[bench]' for the peer and the load generators).",
+            file=sys.stderr,
+        )
+        return 2
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "benchmarks", *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trioagents`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -205,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .portal import main_connect
 
         return main_connect(args_list[1:])
+    if args_list[:1] == ["bench"]:
+        return _bench(args_list[1:])
     parser = argparse.ArgumentParser(prog="trioagents", description="Serve trio agents.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="serve agents over HTTP and WebSocket")
@@ -235,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "connect",
         help="run a daemon that dials out to a hub: trioagents connect TARGET --portal-ws-url",
+        add_help=False,
+    )
+    sub.add_parser(
+        "bench",
+        help="run the benchmark suite from a checkout: trioagents bench WORKLOAD [--smoke --json]",
         add_help=False,
     )
     sub.add_parser(

@@ -1,0 +1,326 @@
+"""Shared pieces of the portal-hop, cancellation and memory workloads (5, 6, 7).
+
+Builds on ``benchmarks/uamp_sessions.py`` (``ServerProcess``, ``process_cpu``, ``percentile``,
+``table``, ``versions``); what is here is what those three workloads add: starting any server
+command pinned to a CPU, running the asyncio load generator (uvloop) from the Trio side, reading
+a process's RSS and sockets from ``/proc``, the result-entry shape and the standalone ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import trio
+
+from benchmarks.uamp_sessions import ServerProcess, percentile, process_cpu, table, versions
+
+__all__ = [
+    "SERVER_CPU",
+    "LOAD_CPU",
+    "TARGETS",
+    "common_arguments",
+    "entry",
+    "load_side_pinned",
+    "metrics_text",
+    "parse_metrics",
+    "percentile",
+    "pin",
+    "process_cpu",
+    "rss_kib",
+    "run_asyncio",
+    "socket_count",
+    "spawn",
+    "standalone_main",
+    "summarize",
+]
+
+SERVER_CPU = 0
+LOAD_CPU = 1
+TARGETS = ("trioagents", "webagents", "floor")
+T = TypeVar("T")
+
+
+def pin(pid: int, cpu: int) -> bool:
+    """Pin process ``pid`` (0: the calling thread) to ``cpu``; False where that is impossible."""
+    try:
+        if cpu not in os.sched_getaffinity(0) and pid == 0:
+            return False
+        os.sched_setaffinity(pid, {cpu})
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@contextmanager
+def load_side_pinned() -> Any:
+    """Pin this process's calling thread (and threads it starts) to ``LOAD_CPU``; restore after.
+
+    Yields a note for the result (``"load generator pinned to CPU 1"`` or why not).
+    """
+    try:
+        before = os.sched_getaffinity(0)
+    except AttributeError:
+        yield "load generator not pinned (no sched_setaffinity)"
+        return
+    ok = LOAD_CPU in before and pin(0, LOAD_CPU)
+    try:
+        yield f"load generator pinned to CPU {LOAD_CPU}" if ok else "load generator not pinned"
+    finally:
+        if ok:
+            os.sched_setaffinity(0, before)
+
+
+@asynccontextmanager
+async def spawn(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cpu: int | None = SERVER_CPU,
+    listening: bool = True,
+    name: str = "server",
+) -> AsyncIterator[ServerProcess]:
+    """Run ``cmd``; with ``listening``, wait for its ``listening on URL`` line (30 s bound).
+
+    The process is pinned to ``cpu`` right after it starts (its threads inherit the mask). It
+    is stopped with SIGINT at the end (SIGKILL if it does not exit within 15 s).
+    """
+    proc = await trio.lowlevel.open_process(
+        list(cmd),
+        stdout=subprocess.PIPE if listening else subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    if cpu is not None:
+        pin(proc.pid, cpu)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = ServerProcess(proc)
+            if listening:
+                with trio.fail_after(30):
+                    await nursery.start(server.pump)
+            yield server
+            proc.send_signal(signal.SIGINT)
+            with trio.move_on_after(15):
+                await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        with trio.CancelScope(shield=True):
+            await proc.wait()
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+
+
+async def run_asyncio(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``factory()`` on a uvloop event loop in a worker thread and return its result.
+
+    The Trio thread keeps pumping the servers' output meanwhile; the thread inherits this
+    thread's CPU affinity (see :func:`load_side_pinned`).
+    """
+
+    def go() -> T:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(factory())
+        return uvloop.run(factory())
+
+    return await trio.to_thread.run_sync(go)
+
+
+def rss_kib(pid: int) -> int | None:
+    """``VmRSS`` of ``pid`` in KiB (None if unreadable)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(m.group(1)) if m else None
+
+
+def socket_count(pid: int) -> int | None:
+    """Open sockets of ``pid``: ``socket:[…]`` links in ``/proc/PID/fd`` (None if unreadable)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    count = 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass  # closed meanwhile
+    return count
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """``trioagents_NAME VALUE`` lines of a Prometheus text page → {NAME: value}."""
+    return {k: float(v) for k, v in re.findall(r"^trioagents_(\w+) (\S+)$", text, re.M)}
+
+
+async def metrics_text(url: str) -> str:
+    """GET ``{url}/metrics`` from asyncio (aiohttp, a fresh connection closed after)."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http, http.get(url + "/metrics") as r:
+        return await r.text()
+
+
+def summarize(runs: Sequence[dict[str, float | int | None]]) -> dict[str, dict[str, float]]:
+    """{metric: {median, min, max}} over the runs, ignoring ``None`` values."""
+    out: dict[str, dict[str, float]] = {}
+    keys: list[str] = []
+    for r in runs:
+        keys.extend(k for k in r if k not in keys)
+    for k in keys:
+        values = [v for r in runs if (v := r.get(k)) is not None and not isinstance(v, bool)]
+        if values:
+            out[k] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+            }
+    return out
+
+
+def entry(
+    workload: str,
+    target: str,
+    params: dict[str, Any],
+    runs: list[dict[str, float | int | None]],
+    errors: list[str],
+    notes: list[str],
+) -> dict[str, Any]:
+    """One result entry in the suite's shape."""
+    return {
+        "workload": workload,
+        "target": target,
+        "params": params,
+        "runs": runs,
+        "summary": summarize(runs),
+        "ok": not errors and bool(runs),
+        "errors": errors,
+        "notes": notes,
+    }
+
+
+def skipped(workload: str, target: str, params: dict[str, Any], why: str) -> dict[str, Any]:
+    """The entry of a target the workload does not apply to (ok, no runs, a note)."""
+    return {
+        "workload": workload,
+        "target": target,
+        "params": params,
+        "runs": [],
+        "summary": {},
+        "ok": True,
+        "errors": [],
+        "notes": [f"skipped: {why}"],
+        "skipped": why,
+    }
+
+
+def unavailable(target: str) -> str | None:
+    """Why ``target`` cannot run here (its package is not installed), or None."""
+    import importlib.util
+
+    if target == "webagents" and importlib.util.find_spec("webagents") is None:
+        return "webagents is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, window: float) -> None:
+    """The options every subcommand of ``python -m benchmarks`` has (for standalone use)."""
+    parser.add_argument("--smoke", action="store_true", help="tiny and fast (CI)")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=TARGETS,
+        default=["trioagents", "webagents"],
+        help="servers to measure (default: trioagents webagents)",
+    )
+    parser.add_argument("--window", type=float, default=window, help="measurement window (s)")
+    parser.add_argument("--json", default=None, help="also write {'results': [...]} here")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def print_results(results: Sequence[dict[str, Any]]) -> None:
+    """A simple table per entry: metric, median, min-max."""
+    print(table(versions()), flush=True)
+    for r in results:
+        status = "ok" if r["ok"] else "FAILED"
+        print(f"\n{r['workload']} / {r['target']} ({status}, {len(r['runs'])} runs)")
+        rows = [(k, _fmt(v)) for k, v in r["params"].items()]
+        for k, s in r["summary"].items():
+            rows.append((k, f"{_fmt(s['median'])}  [{_fmt(s['min'])} - {_fmt(s['max'])}]"))
+        if rows:
+            print(table(rows))
+        for n in r["notes"]:
+            print(f"  note: {n}")
+        for e in r["errors"]:
+            print(f"  error: {e}")
+    sys.stdout.flush()
+
+
+def standalone_main(
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], list[dict[str, Any]]],
+    argv: Sequence[str] | None,
+    *,
+    window: float = 5.0,
+) -> int:
+    """``python -m benchmarks.X``: parse, run, print a table, write JSON; 1 if any entry failed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    common_arguments(parser, window=window)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    results = run(args)
+    print_results(results)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"results": results}, option=orjson.OPT_INDENT_2))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def latency_ms(values: Sequence[float], prefix: str) -> dict[str, float | None]:
+    """``{prefix}_p50_ms, _p99_ms, _max_ms`` of seconds ``values`` (None when empty)."""
+    if not values:
+        return {f"{prefix}_p50_ms": None, f"{prefix}_p99_ms": None, f"{prefix}_max_ms": None}
+    return {
+        f"{prefix}_p50_ms": round(percentile(values, 50) * 1000, 3),
+        f"{prefix}_p99_ms": round(percentile(values, 99) * 1000, 3),
+        f"{prefix}_max_ms": round(max(values) * 1000, 3),
+    }
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, or of every leaf of an exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def gc_note() -> str:
+    """The server GC settings as ``trioagents serve`` applies them (Config defaults/env)."""
+    from trioagents import Config
+
+    cfg = Config.load()
+    return f"server gc: freeze={cfg.gc_freeze}, gen0 threshold={cfg.gc_gen0_threshold}"

@@ -6,6 +6,8 @@ import gc
 import logging
 import os
 import signal
+import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -56,6 +58,15 @@ def _guard_hypercorn() -> None:
       instead of written, and the writer flushes them with one ``send`` when the batch is
       done. Nothing yields in between, so no other write can come between them: the bytes
       and their order are exactly what separate writes would have produced.
+    * **A bounded slow path.** Whatever the direct send cannot write (the socket is full, or
+      another write holds the lock) goes through :func:`_send_bounded`: Hypercorn's locked,
+      shielded ``send_all`` with its error mapping, plus a deadline. Hypercorn's own shield
+      has no bound, so a peer that keeps its socket open but stops reading would block that
+      write, the connection's tasks and the server's shutdown forever; instead a peer that
+      takes no bytes for ``trioagents_write_timeout`` seconds (set on the Hypercorn config by
+      :func:`hypercorn_config`: ``send_timeout + 3 * cleanup_timeout``, so a stuck
+      WebSocket is first closed with 1013 the usual way) has its connection reset.
+      Without that attribute (``None``) Hypercorn's original path is used.
     """
     from hypercorn.events import Closed, RawData
     from hypercorn.trio.tcp_server import TCPServer
@@ -81,7 +92,11 @@ def _guard_hypercorn() -> None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             data = data[sent:]
-        await guarded(self, RawData(data=data))
+        timeout = getattr(self.config, "trioagents_write_timeout", None)
+        if timeout is None:
+            await guarded(self, RawData(data=data))
+        else:
+            await _send_bounded(self, data, timeout, Closed)
 
     async def flush(self: Any) -> None:
         pending = self._trioagents_pending
@@ -114,6 +129,75 @@ def _guard_hypercorn() -> None:
 _guard_hypercorn()
 
 
+async def _send_bounded(self: Any, data: bytes, stall: float, closed: Callable[[], Any]) -> None:
+    """Hypercorn's slow-path write (``TCPServer.protocol_send``), with a progress deadline.
+
+    Same semantics as Hypercorn's: under the connection's send lock, shielded from outside
+    cancellation (a frame is never cut while the connection lives), a peer that is gone
+    becomes ``protocol.handle(Closed())``. But if the peer takes no bytes for ``stall``
+    seconds, the connection is aborted (reset) and closed: nothing waits on it forever.
+    """
+    async with self.send_lock:
+        try:
+            with trio.CancelScope(shield=True):
+                if await _write_or_stall(self.stream, data, stall):
+                    return
+                if not self.__dict__.get("_trioagents_aborted"):
+                    self._trioagents_aborted = True
+                    log.info(
+                        "peer took no bytes for %.1f s (not reading?); aborting the connection",
+                        stall,
+                    )
+                _reset_on_close(self.stream)
+                await trio.aclose_forcefully(self.stream)
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.BusyResourceError,
+            OSError,
+        ):
+            pass
+        await self.protocol.handle(closed())
+
+
+async def _write_or_stall(stream: Any, data: bytes, stall: float) -> bool:
+    """Write ``data``; False if the peer took no bytes for ``stall`` s (part may be sent).
+
+    A plain socket is written directly, so every byte the peer takes pushes the deadline
+    back. A TLS stream has no byte count: it is written in chunks, each within ``stall``.
+    """
+    sock = getattr(stream, "socket", None)
+    with trio.CancelScope(deadline=trio.current_time() + stall) as scope:
+        if sock is not None:
+            view = memoryview(data)
+            while view:
+                sent = await sock.send(view)
+                view = view[sent:]
+                scope.deadline = trio.current_time() + stall
+        else:
+            for start in range(0, len(data), _TLS_CHUNK):
+                await stream.send_all(data[start : start + _TLS_CHUNK])
+                scope.deadline = trio.current_time() + stall
+            if not data:
+                await stream.send_all(data)
+        return True
+    return False
+
+
+_TLS_CHUNK = 64 * 1024
+
+
+def _reset_on_close(stream: Any) -> None:
+    """Make closing the stream's socket reset the connection (drop unsent bytes at once)."""
+    sock: Any = getattr(stream, "socket", None) or getattr(
+        getattr(stream, "transport_stream", None), "socket", None
+    )
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (AttributeError, OSError):
+        pass
+
+
 def hypercorn_config(config: Config) -> HypercornConfig:
     """Map our :class:`Config` onto Hypercorn's."""
     hc = HypercornConfig()
@@ -131,6 +215,16 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.h11_max_incomplete_size = 64 * 1024
     hc.accesslog = logging.getLogger("trioagents.access") if config.access_log else None
     hc.errorlog = logging.getLogger("trioagents.hypercorn")
+    # Read by the patched send (_guard_hypercorn): a peer that takes no bytes for this long
+    # is not reading, and its connection is aborted instead of blocking a write forever. A
+    # backstop behind the transports' own bound, never ahead of it: a producer waits
+    # send_timeout before the connection is declared stuck (1013), then a deliberate close
+    # has three stages bounded by cleanup_timeout (sessions unwind, the writer drains, the
+    # close frame); a peer that resumes reading in time still gets its 1013. Only one that
+    # is still not reading after all that is reset.
+    hc.trioagents_write_timeout = (  # type: ignore[attr-defined]
+        config.send_timeout + 3 * config.cleanup_timeout
+    )
     return hc
 
 

@@ -296,3 +296,30 @@ async def test_control_lane_makes_the_reader_wait_then_declares_a_silent_client_
         await trio.sleep(31)
         assert stuck == [start + 30]
         nursery.cancel_scope.cancel()
+
+
+async def test_once_stuck_a_full_lane_drops_instead_of_waiting_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = trio.Event()
+    stuck: list[float] = []
+
+    async def write(frame: Any) -> None:
+        await gate.wait()  # the client never reads
+
+    box = Outbox(
+        write, lambda ev: ev, size=2, send_timeout=30, on_stuck=lambda: stuck.append(1.0)
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(box.run)
+        await box.send(_delta("a"))
+        await trio.testing.wait_all_tasks_blocked()  # the writer holds "a"
+        await box.send(_delta("b"))
+        await box.send(_delta("c"))
+        with trio.move_on_after(60):  # full: stuck after send_timeout, then waits forever
+            await box.send(_delta("d"))
+        assert stuck == [1.0]
+        start = trio.current_time()
+        await box.send(_delta("e"))  # the unwinding session's last event: dropped at once
+        assert trio.current_time() == start and stuck == [1.0]
+        nursery.cancel_scope.cancel()

@@ -136,6 +136,7 @@ class Outbox:
         self._ready = trio.Event()
         self._closed = False
         self._finishing = False
+        self._stuck = False  # on_stuck was called: a full lane is not waited on again
         self.frames_sent = 0
         self.events_sent = 0
 
@@ -197,6 +198,7 @@ class Outbox:
             while self.control_full and not self._closed:
                 await self._room.park()
         if self.control_full and not self._closed:
+            self._stuck = True
             self._on_stuck()
             await trio.sleep_forever()
 
@@ -219,10 +221,16 @@ class Outbox:
             self._data.append(event)
             self._ready.set()
             return
+        if self._stuck:
+            # Already declared stuck: the last events of the unwinding sessions
+            # (response.cancelled…) are dropped, not waited on for another send_timeout.
+            await trio.lowlevel.checkpoint()
+            return
         with trio.move_on_after(self._send_timeout):
             while len(self._data) >= self._size and not self._closed:
                 await self._room.park()
         if len(self._data) >= self._size and not self._closed:
+            self._stuck = True
             self._on_stuck()
             await trio.sleep_forever()
         if self._closed:

@@ -73,7 +73,7 @@ class WebSocketConnection:
 
     def _stuck(self) -> None:
         log.warning(
-            "%s client stopped reading for %.0f s; closing with 1013",
+            "%s client stopped reading for %g s; closing with 1013",
             self.name,
             self.runtime.config.send_timeout,
         )

@@ -209,3 +209,10 @@ async def test_stream_without_socket_is_bounded_per_chunk(autojump_clock: Any) -
             nursery.start_soon(slow_reader)
             assert await _write_or_stall(send, b"x" * size, 1.0)
         assert b"".join(got) == b"x" * size
+
+
+def test_accept_backlog_holds_a_thousand_clients_connecting_at_once() -> None:
+    from trioagents.config import Config
+    from trioagents.server._serve import hypercorn_config
+
+    assert hypercorn_config(Config()).backlog == 2048  # Hypercorn's default is 100

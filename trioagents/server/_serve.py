@@ -213,6 +213,11 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.websocket_max_message_size = 2 * config.max_message_size + 1024
     hc.websocket_ping_interval = config.ws_ping_interval
     hc.h11_max_incomplete_size = 64 * 1024
+    # Hypercorn's default accept backlog is 100. With 1,000 clients connecting at once the
+    # kernel's accept queue overflows, and a client whose handshake looked complete waits
+    # for a reply to a request the server never saw (read timeouts in the SSE benchmark at
+    # c=1,000). 2048 is uvicorn's default; the kernel clamps it to net.core.somaxconn.
+    hc.backlog = 2048
     hc.accesslog = logging.getLogger("trioagents.access") if config.access_log else None
     hc.errorlog = logging.getLogger("trioagents.hypercorn")
     # Read by the patched send (_guard_hypercorn): a peer that takes no bytes for this long

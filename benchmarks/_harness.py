@@ -541,9 +541,12 @@ def fmt_cell(summary: Mapping[str, float] | None) -> str:
 
 
 def _params_label(params: Mapping[str, Any]) -> str:
+    """A column heading: the short parameters (descriptions and pinning stay in the JSON)."""
     parts = []
     for k, v in params.items():
         if k == "words" and v == DEFAULT_WORDS:
+            continue
+        if k.endswith("_cpu") or len(str(v)) > 24:
             continue
         parts.append(str(v) if k == "mode" else f"{k}={v}")
     return " ".join(parts) or "-"

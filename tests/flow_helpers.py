@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import trio
+import trio_websocket
 
 from trioagents import Agent, BuiltinModel, Config, Reply, tool, uamp
 from trioagents.auth import (
@@ -232,3 +233,50 @@ def sse_data(text: str) -> list[Any]:
                 data = line[6:]
                 out.append(data if data == "[DONE]" else orjson.loads(data))
     return out
+
+
+# -- reading what the server sent -----------------------------------------------------------
+
+
+def dumps(obj: Any) -> str:
+    """JSON text (a text frame; bytes would be a binary frame)."""
+    return orjson.dumps(obj).decode()
+
+
+async def until(ws: trio_websocket.WebSocketConnection, *kinds: str) -> list[dict[str, Any]]:
+    """UAMP events up to and including the first of one of ``kinds``."""
+    out = []
+    while True:
+        ev = orjson.loads(await ws.get_message())
+        out.append(ev)
+        if ev["type"] in kinds:
+            return out
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    """The streamed text of UAMP ``events`` (text deltas concatenated)."""
+    return "".join(
+        e["delta"]["text"]
+        for e in events
+        if e["type"] == "response.delta" and e["delta"]["type"] == "text"
+    )
+
+
+def sse_parts(body: str) -> tuple[str, list[Any], str | None]:
+    """(concatenated content, data items, signature) of a Completions SSE body."""
+    content, items, signature = "", [], None
+    for block in body.split("\n\n"):
+        lines = block.splitlines()
+        if not lines:
+            continue
+        if lines[0] == "event: response_signature":
+            signature = orjson.loads(lines[1][6:])["signature"]
+            continue
+        for line in lines:
+            if line.startswith("data: "):
+                data = line[6:]
+                item = data if data == "[DONE]" else orjson.loads(data)
+                items.append(item)
+                if isinstance(item, dict) and item.get("choices"):
+                    content += item["choices"][0]["delta"].get("content") or ""
+    return content, items, signature

@@ -14,7 +14,9 @@ from flow_helpers import (
     API_KEY,
     CLOCK_START,
     CONFIG,
+    dumps,
     serve_auth as serve,
+    sse_parts,
     token,
 )
 
@@ -29,26 +31,6 @@ from trioagents.server import AgentServer
 from trioagents.testing import open_test_server
 
 BODY = orjson.dumps({"model": "bot", "messages": [{"role": "user", "content": "hi there"}]})
-
-
-def _sse(text: str) -> tuple[str, list[Any], str | None]:
-    """(concatenated content, data items, signature) of an SSE body."""
-    content, items, signature = "", [], None
-    for block in text.split("\n\n"):
-        lines = block.splitlines()
-        if not lines:
-            continue
-        if lines[0] == "event: response_signature":
-            signature = orjson.loads(lines[1][6:])["signature"]
-            continue
-        for line in lines:
-            if line.startswith("data: "):
-                data = line[6:]
-                item = data if data == "[DONE]" else orjson.loads(data)
-                items.append(item)
-                if isinstance(item, dict) and item.get("choices"):
-                    content += item["choices"][0]["delta"].get("content") or ""
-    return content, items, signature
 
 
 async def test_published_keys() -> None:
@@ -149,7 +131,7 @@ async def test_completions_signed_json_and_sse_verify_against_published_jwks() -
                 {"model": "bot", "stream": True, "messages": [{"role": "user", "content": "yo"}]}
             )
             s = await http.post(url, content=stream_body, headers=auth)
-            content, items, signature = _sse(s.text)
+            content, items, signature = sse_parts(s.text)
             assert content == "You said: yo" and items[-1] == "[DONE]"
             assert s.text.index("[DONE]") < s.text.index("event: response_signature")
             assert signature is not None
@@ -158,10 +140,6 @@ async def test_completions_signed_json_and_sse_verify_against_published_jwks() -
             )
             with pytest.raises(AuthError):  # the request bytes are signed too
                 verify_response_signature(signature, jwks, content, BODY, now=CLOCK_START)
-
-
-def dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
 
 
 async def recv(ws: trio_websocket.WebSocketConnection, *types: str) -> dict[str, Any]:

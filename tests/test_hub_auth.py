@@ -19,7 +19,7 @@ import orjson
 import pytest
 import trio
 import trio_websocket
-from flow_helpers import expensive_tool, funded, paid_agent
+from flow_helpers import dumps, expensive_tool, funded, paid_agent, sse_parts, text_of, until
 from hub_helpers import hub_config, open_hub, ws_handshake_status
 from portal_fakes import FakeNetwork
 
@@ -110,46 +110,6 @@ def whoami(ctx: Context) -> str:
     return f"{meta.get('sub')}|{scopes}|{(meta.get('caller') or {}).get('iss')}|leak={leaked}"
 
 
-def dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-async def until(ws: trio_websocket.WebSocketConnection, *kinds: str) -> list[dict[str, Any]]:
-    """Events up to and including the first of one of ``kinds``."""
-    out = []
-    while True:
-        ev = orjson.loads(await ws.get_message())
-        out.append(ev)
-        if ev["type"] in kinds:
-            return out
-
-
-def text_of(events: list[dict[str, Any]]) -> str:
-    return "".join(
-        e["delta"]["text"]
-        for e in events
-        if e["type"] == "response.delta" and e["delta"]["type"] == "text"
-    )
-
-
-def sse(body: str) -> tuple[str, list[Any], str | None]:
-    """(content, data items, signature) of a Completions SSE body."""
-    content, items, signature = "", [], None
-    for block in body.split("\n\n"):
-        lines = block.splitlines()
-        if lines and lines[0] == "event: response_signature":
-            signature = orjson.loads(lines[1][6:])["signature"]
-            continue
-        for line in lines:
-            if line.startswith("data: "):
-                data = line[6:]
-                item = data if data == "[DONE]" else orjson.loads(data)
-                items.append(item)
-                if isinstance(item, dict) and item.get("choices"):
-                    content += item["choices"][0]["delta"].get("content") or ""
-    return content, items, signature
-
-
 @asynccontextmanager
 async def hub_with_daemon(
     agent: Agent, *, hub_auth: AuthService | None = None, **portal_kw: Any
@@ -214,7 +174,7 @@ async def test_completions_callers_authenticated_and_the_daemon_sees_the_caller(
             r = await http.post(
                 url + f"?token={API_KEY}", json={**body, "stream": True}, headers={}
             )
-            content, items, _ = sse(r.text)
+            content, items, _ = sse_parts(r.text)
             assert r.status_code == 200 and items[-1] == "[DONE]"
             assert content == "whoami returned: ci-bot||api_key|leak=False"
             # The server-level route authenticates too.
@@ -462,7 +422,7 @@ async def test_hub_signs_relayed_responses_for_its_callers() -> None:
                 {"model": "alpha", "stream": True, "messages": [{"role": "user", "content": "hey"}]}
             )
             r = await http.post(h.agent_url("alpha", "/v1/chat/completions"), content=body)
-            content, items, signature = sse(r.text)
+            content, items, signature = sse_parts(r.text)
             assert content == "You said: hey" and items[-1] == "[DONE]"
             assert signature is not None
             verify_response_signature(signature, jwks, content, body, now=NOW)

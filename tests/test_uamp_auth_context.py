@@ -25,11 +25,14 @@ from flow_helpers import (
     CONFIG,
     PRICING,
     auth_service,
+    dumps,
     funded,
     paid_agent,
     serve_paid,
     spent,
+    text_of,
     token,
+    until,
 )
 from hub_helpers import ws_handshake_status
 from portal_fakes import FakeNetwork, HubEnd
@@ -43,28 +46,6 @@ from trioagents.testing import TestServer, open_test_server
 from trioagents.transports import UampTransport
 
 TIMEOUT = 10
-
-
-def dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-async def until(ws: trio_websocket.WebSocketConnection, *kinds: str) -> list[dict[str, Any]]:
-    """Events up to and including the first of one of ``kinds``."""
-    out = []
-    while True:
-        ev = orjson.loads(await ws.get_message())
-        out.append(ev)
-        if ev["type"] in kinds:
-            return out
-
-
-def text_of(events: list[dict[str, Any]]) -> str:
-    return "".join(
-        e["delta"]["text"]
-        for e in events
-        if e["type"] == "response.delta" and e["delta"]["type"] == "text"
-    )
 
 
 @tool

@@ -66,6 +66,7 @@ __all__ = [
     "pinning_info",
     "proc_cpu",
     "proc_memory",
+    "reap",
     "render_table",
     "reply_text",
     "result_entry",
@@ -371,13 +372,22 @@ async def open_server(
                     f"{target} exited with status {proc.returncode}:\n{server.tail()}"
                 )
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        with trio.CancelScope(shield=True):
-            await proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
+        await reap(proc)
+
+
+async def reap(proc: trio.Process) -> None:
+    """Kill ``proc`` if it still runs, wait for it and close its pipes (shielded).
+
+    The ``finally`` of every helper that starts a subprocess: nothing is left running or open,
+    even when the caller is cancelled.
+    """
+    if proc.returncode is None:
+        proc.kill()
+    with trio.CancelScope(shield=True):
+        await proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                await stream.aclose()
 
 
 async def run_json_process(
@@ -410,13 +420,7 @@ async def run_json_process(
         if scope.cancelled_caught:
             raise RuntimeError(f"load generator ran past {time_limit:.0f} s: {' '.join(argv[1:3])}")
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        with trio.CancelScope(shield=True):
-            await proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
+        await reap(proc)
     stdout = b"".join(out).decode(errors="replace").strip().splitlines()
     stderr = b"".join(err).decode(errors="replace").strip()
     if proc.returncode != 0 or not stdout:

@@ -11,7 +11,7 @@ Three processes: the agent server (CPU 0), a fake OpenAI-compatible upstream
 stream's connection closes, and this process, the load generator (aiohttp and ``websockets``
 on uvloop, CPU 1). The served agent's model is the real provider: trioagents'
 ``OpenAIModel`` (``cancel_agent`` below), webagents' ``OpenAISkill``
-(``benchmarks/_h3_peer_cancel.py``), both with ``base_url`` = the upstream.
+(``benchmarks/peer_webagents_cancel.py``), both with ``base_url`` = the upstream.
 
 Every turn sends a unique prompt (the request id the upstream sees as the last message), waits
 for the first streamed word, records ``time.monotonic()`` and aborts:
@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-from benchmarks import _h3_common as h3
+from benchmarks import _aux as aux
 
 WORKLOAD = "cancel"
 UPSTREAM_ENV = "TRIOAGENTS_BENCH_UPSTREAM_URL"
@@ -265,14 +265,14 @@ async def _probe(
     The gauges are the minimum of ``scrapes`` scrapes 50 ms apart: a scrape's task count
     includes, ±1, Hypercorn tasks of requests that are just ending (the scrapes' own).
     """
-    sockets = [h3.socket_count(pid)]
+    sockets = [aux.socket_count(pid)]
     out: dict[str, float | None] = {}
     if url is not None:
         pages = []
         for _ in range(scrapes):
-            sockets.append(h3.socket_count(pid))
+            sockets.append(aux.socket_count(pid))
             async with scraper.get(url + "/metrics") as resp:
-                pages.append(h3.parse_metrics(await resp.text()))
+                pages.append(aux.parse_metrics(await resp.text()))
             await asyncio.sleep(0.05)
         for k in ("tasks", "sessions_open", "connections_open"):
             values = [m[k] for m in pages if k in m]
@@ -323,11 +323,11 @@ async def _load_side(
                         stalled += 1
             else:
                 at, acks, stalled = await _uamp_series(target, rids)
-                result.update(h3.latency_ms(acks, f"{name}_client_ack"))
+                result.update(aux.latency_ms(acks, f"{name}_client_ack"))
             result[f"{name}_stalled"] = stalled
             result["stalled_turns"] = (result.get("stalled_turns") or 0) + stalled
             lat, unmatched = await _matched(http, upstream, prefix, at)
-            result.update(h3.latency_ms(lat, name))
+            result.update(aux.latency_ms(lat, name))
             result[f"{name}_unmatched"] = unmatched
             total_unmatched += unmatched
             total_aborts += len(at)
@@ -420,7 +420,7 @@ def _server_cmd(kind: str, upstream: str) -> tuple[list[str], dict[str, str]]:
         ]  # fmt: skip
         return cmd, {UPSTREAM_ENV: upstream + "/v1"}
     cmd = [
-        sys.executable, "-m", "benchmarks._h3_peer_cancel",
+        sys.executable, "-m", "benchmarks.peer_webagents_cancel",
         "--port", "0", "--upstream", upstream + "/v1",
     ]  # fmt: skip
     return cmd, {}
@@ -433,10 +433,10 @@ async def _one_run(
     up_cmd = [sys.executable, "-m", "benchmarks.upstream_fake", "--interval", str(args.interval)]
     env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with trio.fail_after(600):
-        async with h3.spawn(up_cmd, env=env, cpu=h3.LOAD_CPU, name="upstream") as upstream:
+        async with aux.spawn(up_cmd, env=env, cpu=aux.LOAD_CPU, name="upstream") as upstream:
             cmd, extra = _server_cmd(kind, upstream.url)
-            async with h3.spawn(cmd, env={**env, **extra}, cpu=h3.SERVER_CPU) as server:
-                return await h3.run_asyncio(
+            async with aux.spawn(cmd, env={**env, **extra}, cpu=aux.SERVER_CPU) as server:
+                return await aux.run_asyncio(
                     partial(
                         _load_side,
                         kind,
@@ -461,38 +461,33 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         "phases": "sse_idle, uamp_idle, sse_loaded, uamp_loaded",
         "background_streams": args.load,
         "upstream_chunk_interval_s": args.interval,
-        "server_cpu": h3.SERVER_CPU,
-        "load_cpu": h3.LOAD_CPU,
-        "upstream_cpu": h3.LOAD_CPU,
+        "server_cpu": aux.SERVER_CPU,
+        "load_cpu": aux.LOAD_CPU,
+        "upstream_cpu": aux.LOAD_CPU,
     }
     results = []
     for kind in args.targets:
         if kind == "floor":
             results.append(
-                h3.skipped(WORKLOAD, kind, params, "the raw floor has no model to cancel")
+                aux.skipped(WORKLOAD, kind, params, "the raw floor has no model to cancel")
             )
             continue
-        if why := h3.unavailable(kind):
-            results.append(h3.skipped(WORKLOAD, kind, params, why))
+        if why := aux.unavailable(kind):
+            results.append(aux.skipped(WORKLOAD, kind, params, why))
             continue
-        runs: list[dict[str, float | int | None]] = []
-        errors: list[str] = []
-        with h3.load_side_pinned() as pin_note:
-            for n in range(args.runs):
-                try:
-                    runs.append(trio.run(_one_run, kind, n, args))
-                except Exception as exc:  # a failed run is reported, the others still run
-                    errors.append(f"run {n}: {h3.describe(exc)}")
+        runs, errors, pin_note = aux.repeat_runs(
+            args.runs, lambda n, kind=kind: trio.run(_one_run, kind, n, args)
+        )
         notes = [
             pin_note,
-            f"server pinned to CPU {h3.SERVER_CPU}; the fake upstream shares CPU "
-            f"{h3.LOAD_CPU} with the load generator",
+            f"server pinned to CPU {aux.SERVER_CPU}; the fake upstream shares CPU "
+            f"{aux.LOAD_CPU} with the load generator",
             "latency = upstream close (its monotonic clock) - client abort (monotonic), "
             "matched by prompt text; sse = client closes the TCP connection, "
             "uamp = response.cancel on one socket",
         ]
         if kind == "trioagents":
-            notes.append(h3.gc_note())
+            notes.append(aux.gc_note())
             notes.append("model: trioagents OpenAIModel (httpx, pool limit lifted)")
             for r in runs:
                 if r.get("unmatched_aborts"):
@@ -501,13 +496,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     errors.append(f"{r['stalled_turns']} turns stalled (> {_TURN_TIMEOUT} s)")
         else:
             notes.append("model: webagents OpenAISkill (openai SDK); no task-count endpoint")
-        results.append(h3.entry(WORKLOAD, kind, params, runs, errors, notes))
+        results.append(aux.entry(WORKLOAD, kind, params, runs, errors, notes))
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.cancel``."""
-    return h3.standalone_main(__doc__ or "", add_arguments, run, argv)
+    return aux.standalone_main(__doc__ or "", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

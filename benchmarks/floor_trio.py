@@ -19,15 +19,17 @@ machine; it is not an agent server.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import h11
 import orjson
 import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serving import add_server_arguments, serve_trio
 
 _MAX_REQUEST = 1 << 20
 
@@ -134,38 +136,15 @@ async def serve(
     host: str, port: int, words: int, delay: float = 0.0, coalesce: bool = False
 ) -> None:
     """Listen on ``host:port`` and serve until SIGINT/SIGTERM."""
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
-    sockname = listeners[0].socket.getsockname()
-    print(f"floor listening on http://{sockname[0]}:{sockname[1]}", flush=True)
     counter = _Counter()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(
-                    trio.serve_listeners,
-                    partial(handle, words=words, counter=counter, delay=delay, coalesce=coalesce),
-                    listeners,
-                )
-            )
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
+    handler = partial(handle, words=words, counter=counter, delay=delay, coalesce=coalesce)
+    await serve_trio(handler, host, port, "floor")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve until SIGINT."""
     p = argparse.ArgumentParser(description="trio + h11 floor for the trioagents benchmarks")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--words", type=int, default=int(os.environ.get("TRIOAGENTS_BENCH_WORDS", 200)))
-    p.add_argument(
-        "--mode",
-        choices=["burst", "paced"],
-        default=os.environ.get("TRIOAGENTS_BENCH_MODE", "burst"),
-    )
-    p.add_argument(
-        "--delay", type=float, default=float(os.environ.get("TRIOAGENTS_BENCH_DELAY", 0.05))
-    )
+    add_server_arguments(p, words=200)
     p.add_argument("--coalesce", action="store_true", help="burst: one write per response")
     args = p.parse_args(argv)
     delay = args.delay if args.mode == "paced" else 0.0

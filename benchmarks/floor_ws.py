@@ -21,12 +21,10 @@ read as what Trio itself can do on this machine.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import time
-from functools import partial
 from itertools import count
+from pathlib import Path
 
 import orjson
 import trio
@@ -40,6 +38,9 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serving import add_server_arguments, serve_trio
 
 _ids = count(1)
 
@@ -199,34 +200,17 @@ class Connection:
 
 async def serve(args: argparse.Namespace) -> None:
     """Listen and serve until SIGINT/SIGTERM."""
-    listeners = await trio.open_tcp_listeners(args.port, host=args.host, backlog=4096)
-    host, port = listeners[0].socket.getsockname()[:2]
-    print(f"floor listening on http://{host}:{port}", flush=True)
 
     async def handler(stream: trio.SocketStream) -> None:
         await Connection(stream, args).serve()
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(trio.serve_listeners, handler, listeners))
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
+    await serve_trio(handler, args.host, args.port, "floor")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve until SIGINT."""
-    env = os.environ
     p = argparse.ArgumentParser(description="trio + wsproto UAMP floor for the benchmarks")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--words", type=int, default=int(env.get("TRIOAGENTS_BENCH_WORDS", 20)))
-    p.add_argument(
-        "--mode",
-        choices=["burst", "paced"],
-        default=env.get("TRIOAGENTS_BENCH_MODE", "burst"),
-    )
-    p.add_argument("--delay", type=float, default=float(env.get("TRIOAGENTS_BENCH_DELAY", 0.05)))
+    add_server_arguments(p, words=20)
     args = p.parse_args(argv)
     trio.run(serve, args)
     return 0

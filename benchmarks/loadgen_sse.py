@@ -26,52 +26,24 @@ from typing import Any
 
 import aiohttp
 import orjson
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import AGENT, percentiles, proc_cpu, reply_text
+from _harness import AGENT
+from _loadgen import Tally, add_run_arguments, run_main
 
 _perf = time.perf_counter
 _loads = orjson.loads
 
 
-class Window:
-    """What one measurement window counted."""
-
-    __slots__ = ("errors", "first", "frames", "gaps", "model_deltas", "turns")
-
-    def __init__(self) -> None:
-        self.frames = 0
-        self.model_deltas = 0
-        self.turns = 0
-        self.errors = 0
-        self.first: list[float] = []
-        self.gaps: list[float] = []
-
-
-class Load:
+class Load(Tally):
     """Shared state of the workers."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.expected = reply_text(args.words)
-        self.running = True
-        self.win: Window | None = None
-        self.verified = 0
-        self.wrong = 0
-        self.errors = 0
-        self.error_samples: list[str] = []
+        super().__init__(args)
         self.body = orjson.dumps(
             {"model": AGENT, "stream": True, "messages": [{"role": "user", "content": "go"}]}
         )
         self.headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
-
-    def error(self, msg: str) -> None:
-        self.errors += 1
-        if self.win is not None:
-            self.win.errors += 1
-        if len(self.error_samples) < 10:
-            self.error_samples.append(msg[:300])
 
     async def one(self, http: aiohttp.ClientSession) -> bool:
         """One streamed completion; False when it failed (the worker then stops)."""
@@ -102,7 +74,7 @@ class Load:
                     now = _perf()
                     texts.append(content)
                     win = self.win
-                    if win is not None:
+                    if win is not None:  # inline, not a method call: the per-frame hot path
                         win.frames += 1
                         win.model_deltas += len(content.split())
                         if last is None:
@@ -113,13 +85,11 @@ class Load:
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
         text = "".join(texts)
-        if text == self.expected and finish == "stop":
-            self.verified += 1
-        else:
-            self.wrong += 1
-            self.error(f"wrong reply (finish {finish!r}): {text[:80]!r}")
-        if self.win is not None:
-            self.win.turns += 1
+        self.turn_done(
+            None
+            if text == self.expected and finish == "stop"
+            else f"wrong reply (finish {finish!r}): {text[:80]!r}"
+        )
         return True
 
     async def worker(self, http: aiohttp.ClientSession) -> None:
@@ -137,16 +107,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         workers = [asyncio.ensure_future(load.worker(http)) for _ in range(args.concurrency)]
-        await asyncio.sleep(args.warmup)
-        s0 = proc_cpu(args.server_pid) if args.server_pid else None
-        c0 = time.process_time()
-        t0 = _perf()
-        load.win = win = Window()
-        await asyncio.sleep(args.window)
-        load.win = None
-        elapsed = _perf() - t0
-        c1 = time.process_time()
-        s1 = proc_cpu(args.server_pid) if args.server_pid else None
+        figures = await load.measure(args.warmup, args.window, args.server_pid)
         load.running = False
         _, pending = await asyncio.wait(workers, timeout=args.drain_timeout)
         for task in pending:
@@ -157,20 +118,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "sessions": args.concurrency,
         "connections": args.concurrency,
-        "window_s": elapsed,
-        "frames": win.frames,
-        "model_deltas": win.model_deltas,
-        "turns": win.turns,
-        "window_errors": win.errors,
-        "first_delta_ms": percentiles(win.first),
-        "gap_ms": percentiles(win.gaps),
-        "server_cpu_s": None if s0 is None or s1 is None else s1 - s0,
-        "loadgen_cpu_s": c1 - c0,
+        **figures,
         "drained": not pending,
-        "verified": load.verified,
-        "wrong_texts": load.wrong,
-        "errors": load.errors,
-        "error_samples": load.error_samples,
+        **load.totals(),
     }
 
 
@@ -179,25 +129,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Chat Completions SSE load generator")
     p.add_argument("--url", required=True)
     p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--mode", choices=["burst", "paced"], default="burst")
-    p.add_argument("--words", type=int, default=20)
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--window", type=float, default=5.0)
-    p.add_argument("--server-pid", type=int, default=None)
-    p.add_argument("--drain-timeout", type=float, default=60.0)
+    add_run_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run and print one JSON line."""
     args = parse_args(argv)
-    try:
-        result = uvloop.run(run(args))
-    except (OSError, aiohttp.ClientError, RuntimeError) as exc:
-        print(f"loadgen_sse: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(orjson.dumps(result).decode(), flush=True)
-    return 0
+    return run_main("loadgen_sse", run(args), (OSError, aiohttp.ClientError, RuntimeError))
 
 
 if __name__ == "__main__":

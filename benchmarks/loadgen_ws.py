@@ -34,32 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import PACED_DELAY, percentiles, proc_cpu, reply_text
+from _harness import PACED_DELAY
+from _loadgen import Tally, add_run_arguments, run_main
 
 _perf = time.perf_counter
 _loads = orjson.loads
 _TERMINAL = {"response.done", "response.error", "response.cancelled"}
 CREATE_WINDOW = 16
 """``session.create`` events in flight at once on one connection during set-up."""
-
-
-class Window:
-    """What one measurement window counted."""
-
-    __slots__ = ("errors", "first", "frames", "gaps", "model_deltas", "turns")
-
-    def __init__(self) -> None:
-        self.frames = 0
-        self.model_deltas = 0
-        self.turns = 0
-        self.errors = 0
-        self.first: list[float] = []
-        self.gaps: list[float] = []
 
 
 class Session:
@@ -80,29 +66,15 @@ class Session:
         ).decode()
 
 
-class Load:
+class Load(Tally):
     """Shared state of all connections: the phase, totals, the current window."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.expected = reply_text(args.words)
-        self.running = True
-        self.win: Window | None = None
-        self.verified = 0
-        self.wrong = 0
-        self.errors = 0
-        self.error_samples: list[str] = []
+        super().__init__(args)
         self.busy = 0
         self.idle = asyncio.Event()
         self.conns: list[Conn] = []
         self.headers = {"Authorization": "Bearer bench"}
-
-    def error(self, msg: str) -> None:
-        self.errors += 1
-        if self.win is not None:
-            self.win.errors += 1
-        if len(self.error_samples) < 10:
-            self.error_samples.append(msg[:300])
 
     def session_idle(self) -> None:
         self.busy -= 1
@@ -170,29 +142,9 @@ class Load:
         return sum(len(c.sessions) for c in self.conns)
 
     async def measure(self, warmup: float, window: float, server_pid: int | None) -> dict[str, Any]:
-        """Warm up, then count one window; returns its raw figures."""
-        await asyncio.sleep(warmup)
-        s0 = proc_cpu(server_pid) if server_pid else None
-        c0 = time.process_time()
-        t0 = _perf()
-        self.win = win = Window()
-        await asyncio.sleep(window)
-        self.win = None
-        elapsed = _perf() - t0
-        c1 = time.process_time()
-        s1 = proc_cpu(server_pid) if server_pid else None
-        return {
-            "sessions": self.sessions(),
-            "window_s": elapsed,
-            "frames": win.frames,
-            "model_deltas": win.model_deltas,
-            "turns": win.turns,
-            "window_errors": win.errors,
-            "first_delta_ms": percentiles(win.first),
-            "gap_ms": percentiles(win.gaps),
-            "server_cpu_s": None if s0 is None or s1 is None else s1 - s0,
-            "loadgen_cpu_s": c1 - c0,
-        }
+        """Warm up, then count one window; returns its raw figures (and the session count)."""
+        figures = await super().measure(warmup, window, server_pid)
+        return {"sessions": self.sessions(), **figures}
 
     async def drain(self, time_limit: float) -> bool:
         """Start no more turns; wait for the running ones; close every connection."""
@@ -300,7 +252,7 @@ class Conn:
                     text = delta.get("text") or ""
                     s.texts.append(text)
                     win = load.win
-                    if win is not None:
+                    if win is not None:  # inline, not a method call: the per-frame hot path
                         win.frames += 1
                         win.model_deltas += len(text.split())
                         if s.last is None:
@@ -316,13 +268,7 @@ class Conn:
                     s.busy = False
                     if kind == "response.done":
                         text = "".join(s.texts)
-                        if text == expected:
-                            load.verified += 1
-                        else:
-                            load.wrong += 1
-                            load.error(f"wrong text: {text[:80]!r}")
-                        if load.win is not None:
-                            load.win.turns += 1
+                        load.turn_done(None if text == expected else f"wrong text: {text[:80]!r}")
                         load.session_idle()
                         self.turn(s)
                     else:
@@ -364,10 +310,7 @@ async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     out.update(
         connections=args.connections,
         connect_s=connect_s,
-        verified=load.verified,
-        wrong_texts=load.wrong,
-        errors=load.errors,
-        error_samples=load.error_samples,
+        **load.totals(),
     )
     return out
 
@@ -413,10 +356,7 @@ async def run_capacity(args: argparse.Namespace) -> dict[str, Any]:
         "threshold_ms": args.threshold_ms,
         "steps": steps,
         "drained": drained,
-        "verified": load.verified,
-        "wrong_texts": load.wrong,
-        "errors": load.errors,
-        "error_samples": load.error_samples,
+        **load.totals(),
     }
 
 
@@ -426,12 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", required=True)
     p.add_argument("--connections", type=int, default=1)
     p.add_argument("--sessions", type=int, default=1, help="sessions per connection")
-    p.add_argument("--mode", choices=["burst", "paced"], default="burst")
-    p.add_argument("--words", type=int, default=20)
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--window", type=float, default=5.0)
-    p.add_argument("--server-pid", type=int, default=None)
-    p.add_argument("--drain-timeout", type=float, default=60.0)
+    add_run_arguments(p)
     p.add_argument("--connect-concurrency", type=int, default=64)
     p.add_argument("--setup-timeout", type=float, default=60.0, help="connect + sessions, s")
     p.add_argument("--capacity", action="store_true")
@@ -446,13 +381,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run and print one JSON line; exit 1 on a failure to run at all."""
     args = parse_args(argv)
-    try:
-        result = uvloop.run(run_capacity(args) if args.capacity else run_loop(args))
-    except (OSError, InvalidStatus, RuntimeError, ConnectionClosed, TimeoutError) as exc:
-        print(f"loadgen_ws: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(orjson.dumps(result).decode(), flush=True)
-    return 0
+    return run_main(
+        "loadgen_ws",
+        run_capacity(args) if args.capacity else run_loop(args),
+        (OSError, InvalidStatus, RuntimeError, ConnectionClosed, TimeoutError),
+    )
 
 
 if __name__ == "__main__":

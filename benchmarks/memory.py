@@ -37,7 +37,7 @@ from typing import Any
 
 import trio
 
-from benchmarks import _h3_common as h3
+from benchmarks import _aux as aux
 
 WORKLOAD = "memory"
 AGENT = "bench"
@@ -62,12 +62,11 @@ def _create(n: int) -> str:
     ).decode()
 
 
-async def _open_session(url: str, headers: dict[str, str], deflate: bool, n: int) -> Any:
-    """One connection with one acknowledged session; returns the open client."""
-    import orjson
+async def _connect(url: str, headers: dict[str, str], deflate: bool) -> Any:
+    """One WebSocket client: no pings, unbounded frames and queue, ``deflate`` or no compression."""
     import websockets
 
-    ws = await websockets.connect(
+    return await websockets.connect(
         url,
         max_size=None,
         compression="deflate" if deflate else None,
@@ -76,6 +75,13 @@ async def _open_session(url: str, headers: dict[str, str], deflate: bool, n: int
         ping_interval=None,
         max_queue=None,
     )
+
+
+async def _open_session(url: str, headers: dict[str, str], deflate: bool, n: int) -> Any:
+    """One connection with one acknowledged session; returns the open client."""
+    import orjson
+
+    ws = await _connect(url, headers, deflate)
     await ws.send(_create(n))
     while orjson.loads(await ws.recv())["type"] != "session.created":
         pass
@@ -85,7 +91,7 @@ async def _open_session(url: str, headers: dict[str, str], deflate: bool, n: int
 async def _settle_sockets(pid: int, target: int | None, bound: float) -> None:
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        count = h3.socket_count(pid)
+        count = aux.socket_count(pid)
         if count is None or target is None or count <= target:
             return
         await asyncio.sleep(0.1)
@@ -104,21 +110,21 @@ async def _per_connection(
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
     await asyncio.sleep(0.2)
-    idle_sockets = h3.socket_count(pid)
+    idle_sockets = aux.socket_count(pid)
     await close_all(await asyncio.gather(*(one(i) for i in range(_WARM))))
     await _settle_sockets(pid, idle_sockets, 10)
     await asyncio.sleep(0.5)
-    base = h3.rss_kib(pid)
+    base = aux.rss_kib(pid)
     t0 = time.monotonic()
     clients = await asyncio.gather(*(one(i) for i in range(n)))
     open_s = time.monotonic() - t0
     await asyncio.sleep(0.5)
-    opened = h3.rss_kib(pid)
-    sockets_open = h3.socket_count(pid)
+    opened = aux.rss_kib(pid)
+    sockets_open = aux.socket_count(pid)
     await close_all(clients)
     await _settle_sockets(pid, idle_sockets, 20)
     await asyncio.sleep(0.5)
-    after = h3.rss_kib(pid)
+    after = aux.rss_kib(pid)
     return _figures(base, opened, after, n, "connection") | {
         "connections": len(clients),
         "server_sockets_open": sockets_open,
@@ -130,18 +136,9 @@ async def _multiplexed(
     url: str, headers: dict[str, str], pid: int, n: int, deflate: bool
 ) -> dict[str, float | int | None]:
     import orjson
-    import websockets
 
     async def sessions(count: int, offset: int) -> Any:
-        ws = await websockets.connect(
-            url,
-            max_size=None,
-            compression="deflate" if deflate else None,
-            open_timeout=60,
-            additional_headers=headers,
-            ping_interval=None,
-            max_queue=None,
-        )
+        ws = await _connect(url, headers, deflate)
         created = 0
 
         async def send_all() -> None:
@@ -159,21 +156,21 @@ async def _multiplexed(
         return ws
 
     await asyncio.sleep(0.2)
-    idle_sockets = h3.socket_count(pid)
+    idle_sockets = aux.socket_count(pid)
     warm = await sessions(_WARM, 0)
     await warm.close()
     await _settle_sockets(pid, idle_sockets, 10)
     await asyncio.sleep(0.5)
-    base = h3.rss_kib(pid)
+    base = aux.rss_kib(pid)
     t0 = time.monotonic()
     ws = await sessions(n, _WARM)
     open_s = time.monotonic() - t0
     await asyncio.sleep(0.5)
-    opened = h3.rss_kib(pid)
+    opened = aux.rss_kib(pid)
     await ws.close()
     await _settle_sockets(pid, idle_sockets, 20)
     await asyncio.sleep(0.5)
-    after = h3.rss_kib(pid)
+    after = aux.rss_kib(pid)
     return _figures(base, opened, after, n, "session") | {
         "sessions": n,
         "open_all_s": round(open_s, 3),
@@ -215,10 +212,10 @@ def _server(kind: str, mode: str, n: int) -> tuple[list[str], dict[str, str], st
 async def _one_run(kind: str, mode: str, args: argparse.Namespace) -> dict[str, float | int | None]:
     cmd, env, path, _ = _server(kind, mode, args.n)
     with trio.fail_after(120 + args.n * 0.05):
-        async with h3.spawn(cmd, env=env, cpu=h3.SERVER_CPU) as server:
+        async with aux.spawn(cmd, env=env, cpu=aux.SERVER_CPU) as server:
             url = "ws" + server.url.removeprefix("http") + path
             fn = _per_connection if mode == "per_connection" else _multiplexed
-            return await h3.run_asyncio(
+            return await aux.run_asyncio(
                 partial(
                     fn,
                     url,
@@ -242,18 +239,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "n": args.n,
                 "sessions_per_connection": 1 if mode == "per_connection" else args.n,
                 "permessage_deflate": args.deflate,
-                "server_cpu": h3.SERVER_CPU,
-                "load_cpu": h3.LOAD_CPU,
+                "server_cpu": aux.SERVER_CPU,
+                "load_cpu": aux.LOAD_CPU,
             }
             workload = f"{WORKLOAD}_{mode}"
             if kind == "floor":
                 results.append(
-                    h3.skipped(workload, kind, params, "the raw floor serves no WebSocket/UAMP")
+                    aux.skipped(workload, kind, params, "the raw floor serves no WebSocket/UAMP")
                 )
                 continue
             if kind == "webagents" and mode == "multiplexed":
                 results.append(
-                    h3.skipped(
+                    aux.skipped(
                         workload,
                         kind,
                         params,
@@ -262,32 +259,27 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     )
                 )
                 continue
-            if why := h3.unavailable(kind):
-                results.append(h3.skipped(workload, kind, params, why))
+            if why := aux.unavailable(kind):
+                results.append(aux.skipped(workload, kind, params, why))
                 continue
-            runs: list[dict[str, float | int | None]] = []
-            errors: list[str] = []
-            with h3.load_side_pinned() as pin_note:
-                for n in range(args.runs):
-                    try:
-                        runs.append(trio.run(_one_run, kind, mode, args))
-                    except Exception as exc:
-                        errors.append(f"run {n}: {h3.describe(exc)}")
+            runs, errors, pin_note = aux.repeat_runs(
+                args.runs, lambda _n, kind=kind, mode=mode: trio.run(_one_run, kind, mode, args)
+            )
             notes = [
                 pin_note,
-                f"server pinned to CPU {h3.SERVER_CPU}; a fresh server process per run",
+                f"server pinned to CPU {aux.SERVER_CPU}; a fresh server process per run",
                 _server(kind, mode, args.n)[3],
                 "RSS = VmRSS from /proc/PID/status; per-unit figure = (open - baseline) / n",
             ]
             if kind == "trioagents":
-                notes.append(h3.gc_note())
-            results.append(h3.entry(workload, kind, params, runs, errors, notes))
+                notes.append(aux.gc_note())
+            results.append(aux.entry(workload, kind, params, runs, errors, notes))
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.memory``."""
-    return h3.standalone_main(__doc__ or "", add_arguments, run, argv)
+    return aux.standalone_main(__doc__ or "", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

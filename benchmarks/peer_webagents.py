@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import sys
 import time
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serving import add_server_arguments, run_webagents, serve_uvicorn, webagents_app
 
 AGENT = "bench"
 
@@ -43,7 +45,7 @@ def build_app(words: int, delay: float = 0.0) -> Any:
 
     ``delay`` > 0 paces the words (``asyncio.sleep`` between two of them).
     """
-    from webagents import BaseAgent, create_server
+    from webagents import BaseAgent
     from webagents.agents.skills.base import Handoff, Skill
 
     pieces = [w if i == 0 else " " + w for i, w in enumerate(reply_text(words).split(" "))]
@@ -98,69 +100,21 @@ def build_app(words: int, delay: float = 0.0) -> Any:
     skills = {"primary_llm": MockLLMSkill(), "uamp": UAMPTransportSkill()}
     agent = BaseAgent(name=AGENT, instructions="", skills=skills)
 
-    def resolve(name: str) -> Any:
-        return agent if name == AGENT else None
-
-    # A static agent's @websocket handlers are only routed by the dynamic-agent catch-all
-    # (webagents 0.3.9, server/core/app.py), so the agent is also its own dynamic resolver.
-    server = create_server(
-        agents=[agent],
-        dynamic_agents=resolve,
-        agent_card=False,
-        heartbeat=False,
-        quiet=True,
-        loopback=True,
-    )
-    return server.app
+    return webagents_app(agent, AGENT)
 
 
 async def serve(host: str, port: int, words: int, delay: float = 0.0) -> None:
     """Run uvicorn on ``host:port`` and print the ``listening on`` line once it accepts."""
-    import uvicorn
-
-    config = uvicorn.Config(
-        build_app(words, delay),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError("uvicorn stopped before listening")
-        await asyncio.sleep(0.02)
-    sock = server.servers[0].sockets[0].getsockname()
-    print(f"webagents listening on http://{sock[0]}:{sock[1]}", flush=True)
-    await task
+    await serve_uvicorn(build_app(words, delay), host, port)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve until SIGINT."""
     p = argparse.ArgumentParser(description="webagents peer for the trioagents benchmarks")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--words", type=int, default=int(os.environ.get("TRIOAGENTS_BENCH_WORDS", 200)))
-    p.add_argument(
-        "--mode",
-        choices=["burst", "paced"],
-        default=os.environ.get("TRIOAGENTS_BENCH_MODE", "burst"),
-    )
-    p.add_argument(
-        "--delay", type=float, default=float(os.environ.get("TRIOAGENTS_BENCH_DELAY", 0.05))
-    )
+    add_server_arguments(p, words=200)
     args = p.parse_args(argv)
     delay = args.delay if args.mode == "paced" else 0.0
-    os.environ.setdefault("WEBAGENTS_LOG_LEVEL", "WARNING")  # no per-request INFO lines
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        asyncio.run(serve(args.host, args.port, args.words, delay))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_webagents(serve(args.host, args.port, args.words, delay))
 
 
 if __name__ == "__main__":

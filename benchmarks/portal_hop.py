@@ -39,7 +39,7 @@ from typing import Any
 
 import trio
 
-from benchmarks import _h3_common as h3
+from benchmarks import _aux as aux
 from benchmarks.uamp_sessions import WORDS_ENV, reply_text
 
 WORKLOAD = "portal_hop"
@@ -123,9 +123,9 @@ async def _load(
         tasks = [asyncio.create_task(caller(http)) for _ in range(concurrency)]
         await asyncio.sleep(warmup)
         t_start = time.monotonic()
-        cpu0 = {k: h3.process_cpu(p) for k, p in pids.items()}
+        cpu0 = {k: aux.process_cpu(p) for k, p in pids.items()}
         await asyncio.sleep(window)
-        cpu1 = {k: h3.process_cpu(p) for k, p in pids.items()}
+        cpu1 = {k: aux.process_cpu(p) for k, p in pids.items()}
         t_end = time.monotonic()
         stop = True
         await asyncio.gather(*tasks)
@@ -142,8 +142,8 @@ async def _load(
         "frames_per_s": round(sum(t[4] for t in good) / span, 1),
         "turns_per_s": round(len(good) / span, 1),
     }
-    out |= h3.latency_ms([t[1] for t in good if t[1] is not None], "ttfd")
-    out |= h3.latency_ms([t[2] for t in good], "turn")
+    out |= aux.latency_ms([t[1] for t in good if t[1] is not None], "ttfd")
+    out |= aux.latency_ms([t[2] for t in good], "turn")
     total = 0.0
     for k in pids:
         c0, c1 = cpu0[k], cpu1[k]
@@ -193,18 +193,18 @@ async def _run_hub(args: argparse.Namespace) -> dict[str, float | int | None]:
             "hub", "--db", os.path.join(tmp, "hub.db"), "--host", "127.0.0.1", "--port", "0",
             "--token", f"{AGENT}={TOKEN}", "--log-level", "WARNING",
         ]  # fmt: skip
-        async with h3.spawn(hub_cmd, env=env, name="hub") as hub:
+        async with aux.spawn(hub_cmd, env=env, name="hub") as hub:
             ws = "ws" + hub.url.removeprefix("http") + "/ws"
             daemon_cmd = [
                 *cli,
                 "connect", f"{os.path.join(_HERE, 'uamp_sessions.py')}:bench_agent",
                 "--portal-ws-url", ws, "--token", TOKEN, "--log-level", "WARNING",
             ]  # fmt: skip
-            async with h3.spawn(daemon_cmd, env=env, listening=False, name="daemon") as daemon:
+            async with aux.spawn(daemon_cmd, env=env, listening=False, name="daemon") as daemon:
                 with trio.fail_after(30):
                     await _online(hub.url)
                 pids = {"hub": hub.process.pid, "daemon": daemon.process.pid}
-                return await h3.run_asyncio(
+                return await aux.run_asyncio(
                     partial(
                         _load, hub.url, pids, args.concurrency, args.words, args.warmup, args.window
                     )
@@ -223,9 +223,9 @@ async def _run_direct(args: argparse.Namespace) -> dict[str, float | int | None]
         "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
     ]  # fmt: skip
     with trio.fail_after(300):
-        async with h3.spawn(cmd, env=env) as server:
+        async with aux.spawn(cmd, env=env) as server:
             pids = {"server": server.process.pid}
-            return await h3.run_asyncio(
+            return await aux.run_asyncio(
                 partial(
                     _load, server.url, pids, args.concurrency, args.words, args.warmup, args.window
                 )
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         "model": "mock, instant burst of one-word deltas",
         "window_s": args.window,
         "warmup_s": args.warmup,
-        "load_cpu": h3.LOAD_CPU,
+        "load_cpu": aux.LOAD_CPU,
     }
     paths = {
         "hub": ({**base, "path": "client -> hub -> daemon -> model", "hub_cpu": 0,
@@ -261,12 +261,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     if target == "webagents"
                     else ("the raw floor has no hub/daemon hop")
                 )
-                results.append(h3.skipped(f"{WORKLOAD}_{name}", target, params, why))
+                results.append(aux.skipped(f"{WORKLOAD}_{name}", target, params, why))
             continue
         collected: dict[str, tuple[list[dict[str, float | int | None]], list[str]]] = {
             name: ([], []) for name in paths
         }
-        with h3.load_side_pinned() as pin_note:
+        with aux.load_side_pinned() as pin_note:
             for n in range(args.runs):
                 for name, (_, fn) in paths.items():
                     runs, errors = collected[name]
@@ -276,22 +276,22 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         runs.append(exc.figures)
                         errors.extend(f"run {n}: {e}" for e in exc.errors)
                     except Exception as exc:
-                        errors.append(f"run {n}: {h3.describe(exc)}")
+                        errors.append(f"run {n}: {aux.describe(exc)}")
         for name, (params, _) in paths.items():
             runs, errors = collected[name]
-            notes = [pin_note, h3.gc_note()]
+            notes = [pin_note, aux.gc_note()]
             if name == "hub":
                 notes.append(
                     "hub and daemon share CPU 0 (two cores: the load generator has CPU 1); "
                     "cpu_us_per_delta = hub + daemon"
                 )
-            results.append(h3.entry(f"{WORKLOAD}_{name}", target, params, runs, errors, notes))
+            results.append(aux.entry(f"{WORKLOAD}_{name}", target, params, runs, errors, notes))
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.portal_hop``."""
-    return h3.standalone_main(__doc__ or "", add_arguments, run, argv)
+    return aux.standalone_main(__doc__ or "", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Stops on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from functools import partial
@@ -38,6 +37,8 @@ import attrs
 import h11
 import orjson
 import trio
+
+from benchmarks._serving import add_server_arguments, serve_trio
 
 _MAX_REQUEST = 1 << 20
 
@@ -207,28 +208,13 @@ async def handle(stream: trio.SocketStream, *, interval: float, stats: Stats) ->
 async def serve(host: str, port: int, interval: float) -> None:
     """Listen on ``host:port`` until SIGINT/SIGTERM."""
     stats = Stats()
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
-    sockname = listeners[0].socket.getsockname()
-    print(f"upstream listening on http://{sockname[0]}:{sockname[1]}", flush=True)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(
-                    trio.serve_listeners,
-                    partial(handle, interval=interval, stats=stats),
-                    listeners,
-                )
-            )
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
+    await serve_trio(partial(handle, interval=interval, stats=stats), host, port, "upstream")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve."""
     p = argparse.ArgumentParser(description="fake OpenAI-compatible upstream (streams forever)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
+    add_server_arguments(p)
     p.add_argument("--interval", type=float, default=0.05, help="seconds between chunks")
     args = p.parse_args(argv)
     trio.run(serve, args.host, args.port, args.interval)

@@ -224,27 +224,34 @@ def _no_peer_mux(target: str) -> str | None:
     return None
 
 
+def _n_streams(name: str, title: str, protocol: str, param: str, modes: Sequence[str]) -> Workload:
+    """A workload of N concurrent streams (``param`` = N) of ``protocol``, one point per N x mode.
+
+    ``--n`` (default 100 1000; 4 with ``--smoke``) and ``--modes`` (default ``modes``).
+    """
+
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--n", type=int, nargs="+", default=None, help=f"{param} (100 1000)")
+        p.add_argument("--modes", nargs="+", choices=h.MODES, default=list(modes))
+        _common_arguments(p)
+
+    def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+        _resolve(args)
+        ns = args.n or ([4] if args.smoke else [100, 1000])
+        points = [Point({param: n, "mode": m}, protocol, m, n) for n in ns for m in args.modes]
+        return _run_points(name, points, args)
+
+    return Workload(name, title, add_arguments, run)
+
+
 # 1. N connections x 1 session
 
-
-def _conns_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, nargs="+", default=None, help="connections (100 1000)")
-    p.add_argument("--modes", nargs="+", choices=h.MODES, default=list(h.MODES))
-    _common_arguments(p)
-
-
-def _conns_run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    _resolve(args)
-    ns = args.n or ([4] if args.smoke else [100, 1000])
-    points = [Point({"connections": n, "mode": m}, "uamp", m, n) for n in ns for m in args.modes]
-    return _run_points("uamp-conns", points, args)
-
-
-UAMP_CONNS = Workload(
+UAMP_CONNS = _n_streams(
     "uamp-conns",
     "1. UAMP over WebSocket: N connections x 1 session, burst and paced",
-    _conns_args,
-    _conns_run,
+    "uamp",
+    "connections",
+    h.MODES,
 )
 
 
@@ -285,25 +292,12 @@ UAMP_MUX = Workload(
 
 # 4. Chat Completions SSE
 
-
-def _sse_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, nargs="+", default=None, help="concurrency (100 1000)")
-    p.add_argument("--modes", nargs="+", choices=h.MODES, default=["burst"])
-    _common_arguments(p)
-
-
-def _sse_run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    _resolve(args)
-    ns = args.n or ([4] if args.smoke else [100, 1000])
-    points = [Point({"concurrency": n, "mode": m}, "sse", m, n) for n in ns for m in args.modes]
-    return _run_points("sse", points, args)
-
-
-SSE = Workload(
+SSE = _n_streams(
     "sse",
     "4. Chat Completions SSE: N concurrent streaming requests",
-    _sse_args,
-    _sse_run,
+    "sse",
+    "concurrency",
+    ["burst"],
 )
 
 

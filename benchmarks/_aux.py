@@ -1,9 +1,10 @@
-"""Shared pieces of the portal-hop, cancellation and memory workloads (5, 6, 7).
+"""What the portal-hop, cancellation and memory workloads (5, 6, 7) add to ``_harness``.
 
-Builds on ``benchmarks/uamp_sessions.py`` (``ServerProcess``, ``process_cpu``, ``percentile``,
-``table``, ``versions``); what is here is what those three workloads add: starting any server
-command pinned to a CPU, running the asyncio load generator (uvloop) from the Trio side, reading
-a process's RSS and sockets from ``/proc``, the result-entry shape and the standalone ``main``.
+The shared pieces (pinning, ``/proc`` CPU and memory readers, subprocess clean-up, statistics,
+result entries) live in :mod:`benchmarks._harness`; this module holds what only these three
+workloads need: starting any server command pinned to a CPU, running the asyncio load
+generator (uvloop) from the Trio side, counting a process's RSS and sockets, latency figures
+and the standalone ``main`` (``python -m benchmarks.cancel`` etc.) with its plain table.
 """
 
 from __future__ import annotations
@@ -13,54 +14,49 @@ import asyncio
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import trio
 
-from benchmarks.uamp_sessions import ServerProcess, percentile, process_cpu, table, versions
+from benchmarks import _harness as h
+from benchmarks._harness import SERVER_CPU, TARGETS, describe, pin, proc_cpu as process_cpu
+from benchmarks.uamp_sessions import table, versions
 
 __all__ = [
     "SERVER_CPU",
     "LOAD_CPU",
     "TARGETS",
     "common_arguments",
+    "describe",
     "entry",
+    "gc_note",
+    "latency_ms",
     "load_side_pinned",
     "metrics_text",
     "parse_metrics",
-    "percentile",
     "pin",
+    "print_results",
     "process_cpu",
+    "repeat_runs",
     "rss_kib",
     "run_asyncio",
+    "skipped",
     "socket_count",
     "spawn",
     "standalone_main",
-    "summarize",
+    "unavailable",
 ]
 
-SERVER_CPU = 0
-LOAD_CPU = 1
-TARGETS = ("trioagents", "webagents", "floor")
+LOAD_CPU = h.LOADGEN_CPU
+"""The core the load generator (this process's worker thread) runs on."""
 T = TypeVar("T")
-
-
-def pin(pid: int, cpu: int) -> bool:
-    """Pin process ``pid`` (0: the calling thread) to ``cpu``; False where that is impossible."""
-    try:
-        if cpu not in os.sched_getaffinity(0) and pid == 0:
-            return False
-        os.sched_setaffinity(pid, {cpu})
-    except (AttributeError, OSError):
-        return False
-    return True
 
 
 @contextmanager
@@ -90,11 +86,13 @@ async def spawn(
     cpu: int | None = SERVER_CPU,
     listening: bool = True,
     name: str = "server",
-) -> AsyncIterator[ServerProcess]:
+) -> AsyncIterator[h.Server]:
     """Run ``cmd``; with ``listening``, wait for its ``listening on URL`` line (30 s bound).
 
     The process is pinned to ``cpu`` right after it starts (its threads inherit the mask). It
-    is stopped with SIGINT at the end (SIGKILL if it does not exit within 15 s).
+    is stopped with SIGINT at the end (SIGKILL if it does not exit within 15 s); unlike
+    :func:`benchmarks._harness.open_server` its exit status is not checked. Yields a
+    :class:`benchmarks._harness.Server` (``url``, ``process``) named ``name``.
     """
     proc = await trio.lowlevel.open_process(
         list(cmd),
@@ -105,21 +103,17 @@ async def spawn(
         pin(proc.pid, cpu)
     try:
         async with trio.open_nursery() as nursery:
-            server = ServerProcess(proc)
+            server = h.Server(name, proc, uamp_path="", sse_path="")
             if listening:
+                assert proc.stdout is not None
                 with trio.fail_after(30):
-                    await nursery.start(server.pump)
+                    await nursery.start(partial(server._pump, proc.stdout, watch=True))
             yield server
             proc.send_signal(signal.SIGINT)
             with trio.move_on_after(15):
                 await proc.wait()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        with trio.CancelScope(shield=True):
-            await proc.wait()
-            if proc.stdout is not None:
-                await proc.stdout.aclose()
+        await h.reap(proc)
 
 
 async def run_asyncio(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -139,14 +133,29 @@ async def run_asyncio(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return await trio.to_thread.run_sync(go)
 
 
+def repeat_runs(
+    count: int, one: Callable[[int], dict[str, float | int | None]]
+) -> tuple[list[dict[str, float | int | None]], list[str], str]:
+    """Call ``one(n)`` for ``n`` in ``range(count)`` with the load side pinned.
+
+    A failed run is reported (``run N: …``) and the others still run. Returns the runs' figures,
+    the errors and the pinning note of :func:`load_side_pinned`.
+    """
+    runs: list[dict[str, float | int | None]] = []
+    errors: list[str] = []
+    with load_side_pinned() as pin_note:
+        for n in range(count):
+            try:
+                runs.append(one(n))
+            except Exception as exc:  # a failed run is reported, the others still run
+                errors.append(f"run {n}: {describe(exc)}")
+    return runs, errors, pin_note
+
+
 def rss_kib(pid: int) -> int | None:
-    """``VmRSS`` of ``pid`` in KiB (None if unreadable)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(m.group(1)) if m else None
+    """``VmRSS`` of ``pid`` in KiB (None if unreadable; see :func:`benchmarks._harness.proc_memory`)."""
+    rss_mib = h.proc_memory(pid)["rss_mib"]
+    return None if rss_mib is None else round(rss_mib * 1024)
 
 
 def socket_count(pid: int) -> int | None:
@@ -179,23 +188,6 @@ async def metrics_text(url: str) -> str:
         return await r.text()
 
 
-def summarize(runs: Sequence[dict[str, float | int | None]]) -> dict[str, dict[str, float]]:
-    """{metric: {median, min, max}} over the runs, ignoring ``None`` values."""
-    out: dict[str, dict[str, float]] = {}
-    keys: list[str] = []
-    for r in runs:
-        keys.extend(k for k in r if k not in keys)
-    for k in keys:
-        values = [v for r in runs if (v := r.get(k)) is not None and not isinstance(v, bool)]
-        if values:
-            out[k] = {
-                "median": statistics.median(values),
-                "min": min(values),
-                "max": max(values),
-            }
-    return out
-
-
 def entry(
     workload: str,
     target: str,
@@ -204,32 +196,13 @@ def entry(
     errors: list[str],
     notes: list[str],
 ) -> dict[str, Any]:
-    """One result entry in the suite's shape."""
-    return {
-        "workload": workload,
-        "target": target,
-        "params": params,
-        "runs": runs,
-        "summary": summarize(runs),
-        "ok": not errors and bool(runs),
-        "errors": errors,
-        "notes": notes,
-    }
+    """One result entry in the suite's shape (:func:`benchmarks._harness.result_entry`)."""
+    return h.result_entry(workload, target, params, runs, errors=errors, notes=notes)
 
 
 def skipped(workload: str, target: str, params: dict[str, Any], why: str) -> dict[str, Any]:
     """The entry of a target the workload does not apply to (ok, no runs, a note)."""
-    return {
-        "workload": workload,
-        "target": target,
-        "params": params,
-        "runs": [],
-        "summary": {},
-        "ok": True,
-        "errors": [],
-        "notes": [f"skipped: {why}"],
-        "skipped": why,
-    }
+    return h.result_entry(workload, target, params, [], skipped=why)
 
 
 def unavailable(target: str) -> str | None:
@@ -302,20 +275,11 @@ def standalone_main(
 
 def latency_ms(values: Sequence[float], prefix: str) -> dict[str, float | None]:
     """``{prefix}_p50_ms, _p99_ms, _max_ms`` of seconds ``values`` (None when empty)."""
-    if not values:
-        return {f"{prefix}_p50_ms": None, f"{prefix}_p99_ms": None, f"{prefix}_max_ms": None}
+    pct = h.percentiles(values)
     return {
-        f"{prefix}_p50_ms": round(percentile(values, 50) * 1000, 3),
-        f"{prefix}_p99_ms": round(percentile(values, 99) * 1000, 3),
-        f"{prefix}_max_ms": round(max(values) * 1000, 3),
+        f"{prefix}_{k}_ms": None if (v := pct[k]) is None else round(v, 3)
+        for k in ("p50", "p99", "max")
     }
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of ``exc``, or of every leaf of an exception group."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe(e) for e in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def gc_note() -> str:

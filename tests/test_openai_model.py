@@ -421,3 +421,41 @@ async def test_end_to_end_through_an_agent() -> None:
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "hello"},
     ]
+
+
+async def test_more_concurrent_streams_than_httpx_default_pool_all_start() -> None:
+    """One model serves a server's many sessions: the 101st concurrent stream must start at
+    once, not wait (silently, without a pool timeout) for one of the first 100 to end."""
+    n = 120
+    release = trio.Event()
+    stream: list[Chunk] = [chunk({"content": "first"}), release, chunk({"content": "done"})]
+    started = 0
+    all_started = trio.Event()
+    texts: list[str] = []
+
+    async def consume(model: OpenAIModel) -> None:
+        nonlocal started
+        out = []
+        async with aclosing(model.stream(_request())) as events:
+            async for event in events:
+                if isinstance(event, TextChunk):
+                    out.append(event.text)
+                    if event.text == "first":
+                        started += 1
+                        if started == n:
+                            all_started.set()
+        texts.append("".join(out))
+
+    with trio.fail_after(20):
+        async with open_upstream([SSEReply(stream)] * n) as upstream:
+            model = OpenAIModel("m", base_url=upstream.url, api_key="k")
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(n):
+                        nursery.start_soon(consume, model)
+                    await all_started.wait()  # every stream is open at the same time
+                    release.set()
+            finally:
+                await model.aclose()
+    assert texts == ["firstdone"] * n
+    assert upstream.completed == n

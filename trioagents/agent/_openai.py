@@ -47,11 +47,16 @@ from .._errors import ModelError
 from ._messages import message_to_openai
 from ._model import ModelEvent, ModelRequest, TextChunk, ThinkingChunk, ToolCallRequest, Usage
 
-__all__ = ["OpenAIModel", "DEFAULT_TIMEOUT"]
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "OpenAIModel"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(None, connect=10.0)
 """Only connecting is bounded: a stream may legitimately think or talk for many minutes, so the
 overall bound belongs to the caller (``trio.fail_after`` around the response)."""
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=100)
+"""No cap on concurrent upstream streams (httpx's default of 100 would make the 101st
+concurrent response wait, silently and without a pool timeout, for another to finish: the
+server's own session limits bound concurrency); up to 100 idle connections are kept."""
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -318,7 +323,7 @@ class OpenAIModel:
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self._timeout, limits=DEFAULT_LIMITS)
         return self._client
 
     def _new_call_id(self) -> str:

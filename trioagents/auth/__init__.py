@@ -49,7 +49,11 @@ from ._keys import (
     jwks_document as jwks_document,
     openid_configuration as openid_configuration,
 )
-from ._service import AuthService as AuthService, base_url_of as base_url_of
+from ._service import (
+    AuthService as AuthService,
+    base_url_of as base_url_of,
+    denial_response as denial_response,
+)
 from ._signing import (
     ResponseHasher as ResponseHasher,
     ResponseSigner as ResponseSigner,
@@ -90,6 +94,7 @@ __all__ = [
     "StaticKeys",
     "VerifierConfig",
     "base_url_of",
+    "denial_response",
     "bearer_token",
     "cache_max_age",
     "http_failure",

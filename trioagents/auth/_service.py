@@ -23,9 +23,10 @@ from typing import Any
 
 import httpx
 import trio
+from starlette.responses import JSONResponse
 
 from .. import uamp
-from ._errors import AuthError
+from ._errors import AuthError, http_failure
 from ._jwks import JWKSCache
 from ._keys import KeyKind, KeyRing, SigningKey, issuer_url, jwks_document
 from ._signing import ResponseSigner
@@ -39,10 +40,18 @@ from ._verify import (
     VerifierConfig,
 )
 
-__all__ = ["SERVICE_KEY", "AuthService", "base_url_of"]
+__all__ = ["SERVICE_KEY", "AuthService", "base_url_of", "denial_response"]
 
 SERVICE_KEY = "auth"
 """The key of the service in ``Runtime.services``."""
+
+
+def denial_response(err: AuthError, *, openai: bool = False) -> JSONResponse:
+    """The HTTP refusal for ``err`` (:func:`~trioagents.auth.http_failure` as a response):
+    401/403 with ``WWW-Authenticate``; ``openai`` renders the OpenAI error body. For a
+    WebSocket handshake, pass it to ``websocket.send_denial_response``."""
+    failure = http_failure(err, openai=openai)
+    return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
 
 
 def base_url_of(scope: Mapping[str, Any]) -> str:

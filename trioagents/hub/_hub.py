@@ -50,7 +50,7 @@ from starlette.websockets import WebSocket
 
 from .. import uamp
 from ..agent import AGENT_NAME_RE, Agent
-from ..auth import AuthError, AuthService, base_url_of, http_failure
+from ..auth import AuthError, AuthService, base_url_of, denial_response
 from ..config import Config
 from ..protocols.completions import CompletionsError
 from ..transports._runtime import Runtime
@@ -305,10 +305,7 @@ class Hub:
                     name, bearer_token(request), base_url_of(request.scope)
                 )
             except AuthError as err:
-                failure = http_failure(err, openai=True)
-                return JSONResponse(
-                    failure.body, status_code=failure.status, headers=failure.headers
-                )
+                return denial_response(err, openai=True)
         if not await self._known(name):
             return openai_error(
                 f"The model {name!r} does not exist",

@@ -31,7 +31,7 @@ from ..auth import (
     Principal,
     base_url_of,
     bearer_token,
-    http_failure,
+    denial_response,
     openid_configuration,
     require_scopes,
 )
@@ -295,8 +295,7 @@ class AgentServer:
         try:
             await self._check_scopes(agent, scopes, conn)
         except AuthError as err:
-            failure = http_failure(err, openai=openai)
-            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+            return denial_response(err, openai=openai)
         return None
 
     def _guard_server_route(self, route: BaseRoute) -> BaseRoute:

@@ -51,7 +51,7 @@ from ..auth import (
     ResponseSigner,
     base_url_of,
     bearer_token,
-    http_failure,
+    denial_response,
 )
 from ..payments import (
     PaymentError,
@@ -151,8 +151,7 @@ async def handle_completion(request: Request, agent: Agent) -> Response:
                 agent.name, bearer_token(request.headers, request.query_params), base
             )
         except AuthError as err:
-            failure = http_failure(err, openai=True)
-            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+            return denial_response(err, openai=True)
         if principal is not None:
             metadata["principal"] = principal
             metadata["sub"] = audience = principal.sub

@@ -47,7 +47,6 @@ from typing import Any
 import attrs
 import orjson
 import trio
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -61,7 +60,7 @@ from ..auth import (
     ResponseSigner,
     base_url_of,
     bearer_token,
-    http_failure,
+    denial_response,
 )
 from ..payments import PaymentError, PaymentsService
 from ..protocols.realtime import (
@@ -698,10 +697,7 @@ async def serve_realtime_socket(
                 agent.name, bearer_token(ws.headers, ws.query_params), base
             )
         except AuthError as refused:
-            failure = http_failure(refused)
-            await ws.send_denial_response(
-                JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
-            )
+            await ws.send_denial_response(denial_response(refused))
             return
         signer = auth.signer(agent.name, base)
     await ws.accept()

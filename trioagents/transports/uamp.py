@@ -76,7 +76,6 @@ from typing import Any
 
 import attrs
 import trio
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from .. import uamp
@@ -99,7 +98,7 @@ from ..auth import (
     ResponseSigner,
     base_url_of,
     bearer_token,
-    http_failure,
+    denial_response,
     require_scopes,
     uamp_error,
 )
@@ -1167,10 +1166,7 @@ async def serve_uamp_socket(
         try:
             await auth.authenticate(agent.name, token, base_url_of(ws.scope))
         except AuthError as err:
-            failure = http_failure(err)
-            await ws.send_denial_response(
-                JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
-            )
+            await ws.send_denial_response(denial_response(err))
             return
     await ws.accept()
     send = ws._send

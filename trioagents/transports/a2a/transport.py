@@ -37,7 +37,7 @@ from ...auth import (
     ResponseSigner,
     base_url_of,
     bearer_token,
-    http_failure,
+    denial_response,
 )
 from ...payments import (
     PaymentError,
@@ -172,8 +172,7 @@ async def _authenticate(request: Request, agent: Agent) -> _Caller | Response:
             agent.name, bearer_token(request.headers, request.query_params), base
         )
     except AuthError as err:
-        failure = http_failure(err)
-        return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+        return denial_response(err)
     return _Caller(principal, auth.signer(agent.name, base))
 
 

@@ -42,12 +42,11 @@ from ...agent import Agent, Skill, http, websocket
 from ...auth import (
     AuthError,
     AuthService,
-    HttpFailure,
     Principal,
     ResponseSigner,
     base_url_of,
     bearer_token,
-    http_failure,
+    denial_response,
 )
 from ...payments import select_payment_token
 from ...protocols import acp, jsonrpc as rpc
@@ -477,10 +476,10 @@ def _single(message: dict[str, Any]) -> Run:
 
 async def authenticate(
     conn: HTTPConnection, agent: Agent
-) -> tuple[Principal | None, ResponseSigner | None] | HttpFailure:
+) -> tuple[Principal | None, ResponseSigner | None] | JSONResponse:
     """Verify a request's (or handshake's) bearer credential for ``agent`` (§10).
 
-    Returns ``(principal, signer)`` (both ``None`` without an auth service), or the failure
+    Returns ``(principal, signer)`` (both ``None`` without an auth service), or the refusal
     to answer with (401/403 + ``WWW-Authenticate``).
     """
     auth = AuthService.of(Runtime.of(conn))
@@ -492,12 +491,8 @@ async def authenticate(
             agent.name, bearer_token(conn.headers, conn.query_params), base
         )
     except AuthError as err:
-        return http_failure(err)
+        return denial_response(err)
     return principal, auth.signer(agent.name, base)
-
-
-def _refusal(failure: HttpFailure) -> JSONResponse:
-    return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
 
 
 async def handle_post(
@@ -634,8 +629,8 @@ async def serve_acp_websocket(ws: WebSocket, agent: Agent) -> None:
     """
     runtime = Runtime.of(ws)
     verified = await authenticate(ws, agent)
-    if isinstance(verified, HttpFailure):
-        await ws.send_denial_response(_refusal(verified))
+    if isinstance(verified, JSONResponse):
+        await ws.send_denial_response(verified)
         return
     principal, signer = verified
     conn_id = runtime.ids.hex(16)
@@ -729,8 +724,8 @@ class ACPTransport(Skill):
         refused with 401 + ``WWW-Authenticate``.
         """
         verified = await authenticate(request, self.agent)
-        if isinstance(verified, HttpFailure):
-            return _refusal(verified)
+        if isinstance(verified, JSONResponse):
+            return verified
         if request.method == "POST":
             return await handle_post(
                 request,

@@ -7,11 +7,19 @@ from typing import Any
 
 import attrs
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ._errors import AuthError
 
-__all__ = ["PublicKey", "find_key", "key_matches_alg", "parse_jwks", "select_key"]
+__all__ = [
+    "PublicKey",
+    "decode_verified",
+    "find_key",
+    "key_matches_alg",
+    "parse_jwks",
+    "select_key",
+]
 
 
 @attrs.frozen
@@ -108,3 +116,24 @@ def select_key(keys: Sequence[PublicKey], kid: str | None, alg: str) -> PublicKe
         what = f"kid {kid!r}" if kid is not None else f"a single {alg} key (no kid)"
         raise AuthError("unknown_key", f"no published key matches {what}")
     return found
+
+
+def decode_verified(token: str, key: PublicKey, alg: str, what: str = "token") -> dict[str, Any]:
+    """The JSON claims of ``token`` once its ``alg`` signature verifies with ``key``.
+
+    Claims (``exp``, ``iss``, …) are the caller's to check.
+
+    Raises:
+        AuthError: ``invalid_token`` — a bad signature, a malformed ``what``, or a payload
+            that is not a JSON object.
+    """
+    try:
+        decoded = jwt.api_jws.PyJWS().decode_complete(token, key.key, algorithms=[alg])
+        claims = orjson.loads(decoded["payload"])
+    except jwt.InvalidSignatureError:
+        raise AuthError("invalid_token", "the signature does not verify") from None
+    except (jwt.PyJWTError, orjson.JSONDecodeError) as exc:
+        raise AuthError("invalid_token", f"invalid {what}: {exc}") from None
+    if not isinstance(claims, dict):
+        raise AuthError("invalid_token", "the payload is not a JSON object")
+    return claims

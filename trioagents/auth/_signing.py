@@ -17,11 +17,10 @@ from typing import Any
 
 import attrs
 import jwt
-import orjson
 
 from .. import uamp
 from ._errors import AuthError
-from ._jwk import parse_jwks, select_key
+from ._jwk import decode_verified, parse_jwks, select_key
 from ._keys import RESPONSE_SIGNATURE_LIFETIME, KeyRing, SigningKey
 
 __all__ = [
@@ -188,15 +187,7 @@ def verify_response_signature(
         raise AuthError("unsupported_algorithm", f"algorithm {alg!r} is not accepted")
     kid = header.get("kid")
     key = select_key(parse_jwks(jwks), kid if isinstance(kid, str) else None, alg)
-    try:
-        decoded = jwt.api_jws.PyJWS().decode_complete(token, key.key, algorithms=[alg])
-        claims = orjson.loads(decoded["payload"])
-    except jwt.InvalidSignatureError:
-        raise AuthError("invalid_token", "the signature does not verify") from None
-    except (jwt.PyJWTError, orjson.JSONDecodeError) as exc:
-        raise AuthError("invalid_token", f"invalid signature: {exc}") from None
-    if not isinstance(claims, dict):
-        raise AuthError("invalid_token", "the payload is not a JSON object")
+    claims = decode_verified(token, key, alg, "signature")
     t = time.time() if now is None else now
     exp, iat = claims.get("exp"), claims.get("iat")
     if not isinstance(exp, int | float) or not isinstance(iat, int | float):

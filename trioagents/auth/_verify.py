@@ -23,11 +23,10 @@ from typing import Any, Protocol
 
 import attrs
 import jwt
-import orjson
 
 from .. import uamp
 from ._errors import AuthError
-from ._jwk import PublicKey, key_matches_alg, parse_jwks, select_key
+from ._jwk import PublicKey, decode_verified, key_matches_alg, parse_jwks, select_key
 from ._keys import issuer_url
 
 __all__ = [
@@ -240,16 +239,7 @@ class JWTVerifier:
         key = await self.keys.get_key(iss, kid, alg)
         if not key_matches_alg(key.key, alg):  # resolvers check too; this one is the last word
             raise AuthError("algorithm_mismatch", f"the key is not a key for {alg}")
-        try:
-            decoded = jwt.api_jws.PyJWS().decode_complete(token, key.key, algorithms=[alg])
-            claims = orjson.loads(decoded["payload"])
-        except jwt.InvalidSignatureError:
-            raise AuthError("invalid_token", "the signature does not verify") from None
-        except (jwt.PyJWTError, orjson.JSONDecodeError) as exc:
-            raise AuthError("invalid_token", f"invalid token: {exc}") from None
-        if not isinstance(claims, dict):
-            raise AuthError("invalid_token", "the payload is not a JSON object")
-        return self._check_claims(claims, iss)
+        return self._check_claims(decode_verified(token, key, alg), iss)
 
     def _check_claims(self, claims: dict[str, Any], iss: str) -> Principal:
         cfg = self.config

@@ -181,41 +181,28 @@ def payments_routes(backend: PaymentBackend, *, api_key: str | None = None) -> l
     async def balance(request: Request) -> Response:
         return _json(200, to_json(await backend.balance(_path_id(request, "token_id"))))
 
-    async def topup(request: Request) -> Response:
-        data = await _body(request)
-        op = _op_id(data)
-        assert op is not None
-        result = await backend.topup(_path_id(request, "token_id"), _amount(data), op)
-        return _json(200, to_json(result))
+    def operation(
+        method: Callable[..., Awaitable[Any]], param: str, status: int, *, amount: bool
+    ) -> Handler:
+        """A POST handler calling ``method(id, [amount,] op_id)`` for the ``param`` path id."""
 
-    async def lock(request: Request) -> Response:
-        data = await _body(request)
-        op = _op_id(data)
-        assert op is not None
-        result = await backend.lock(_path_id(request, "token_id"), _amount(data), op)
-        return _json(201, to_json(result))
+        async def handler(request: Request) -> Response:
+            data = await _body(request)
+            op = _op_id(data)
+            assert op is not None
+            args = (_amount(data), op) if amount else (op,)
+            return _json(status, to_json(await method(_path_id(request, param), *args)))
+
+        return handler
 
     async def lock_info(request: Request) -> Response:
         return _json(200, to_json(await backend.lock_info(_path_id(request, "lock_id"))))
 
-    async def charge(request: Request) -> Response:
-        data = await _body(request)
-        op = _op_id(data)
-        assert op is not None
-        result = await backend.charge(_path_id(request, "lock_id"), _amount(data), op)
-        return _json(200, to_json(result))
-
-    async def settle(request: Request) -> Response:
-        data = await _body(request)
-        op = _op_id(data)
-        assert op is not None
-        return _json(200, to_json(await backend.settle(_path_id(request, "lock_id"), op)))
-
-    async def release(request: Request) -> Response:
-        data = await _body(request)
-        op = _op_id(data)
-        assert op is not None
-        return _json(200, to_json(await backend.release(_path_id(request, "lock_id"), op)))
+    topup = operation(backend.topup, "token_id", 200, amount=True)
+    lock = operation(backend.lock, "token_id", 201, amount=True)
+    charge = operation(backend.charge, "lock_id", 200, amount=True)
+    settle = operation(backend.settle, "lock_id", 200, amount=False)
+    release = operation(backend.release, "lock_id", 200, amount=False)
 
     async def jwks(request: Request) -> Response:
         return _json(200, await backend.jwks(), {"Cache-Control": "max-age=300"})

@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
 import attrs
@@ -746,7 +745,7 @@ class _SqliteStore:
         self.db.close()
 
 
-class SqliteLedger(_EmbeddedLedger):
+class SqliteLedger(_EmbeddedLedger, trio.abc.AsyncResource):
     """The embedded default ledger: one SQLite file (WAL), survives restarts.
 
     The file is opened on first use (in a worker thread); the signing key is generated on
@@ -834,14 +833,3 @@ class SqliteLedger(_EmbeddedLedger):
                 if self._store is not None:
                     store, self._store, self._core = self._store, None, None
                     await trio.to_thread.run_sync(store.close)
-
-    async def __aenter__(self) -> SqliteLedger:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

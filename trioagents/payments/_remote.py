@@ -4,13 +4,13 @@ payments HTTP API of a hub, with httpx."""
 from __future__ import annotations
 
 from decimal import Decimal
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import attrs
 import httpx
 import orjson
+import trio
 
 from ._api import PAYMENTS_PREFIX
 from ._errors import PaymentPlatformUnavailableError, to_decimal
@@ -38,7 +38,7 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-class RemotePaymentBackend:
+class RemotePaymentBackend(trio.abc.AsyncResource):
     """The payment backend of a remote hub (``{base_url}/api/payments/…``).
 
     Errors come back as the same exception classes the embedded ledgers raise; a network
@@ -153,14 +153,3 @@ class RemotePaymentBackend:
         """Close our own HTTP client (a given client is left open). Idempotent."""
         if self._own:
             await self.client.aclose()
-
-    async def __aenter__(self) -> RemotePaymentBackend:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -67,9 +67,14 @@ def _guard_hypercorn() -> None:
       :func:`hypercorn_config`: ``send_timeout + 3 * cleanup_timeout``, so a stuck
       WebSocket is first closed with 1013 the usual way) has its connection reset.
       Without that attribute (``None``) Hypercorn's original path is used.
+
+    And one on the read side, ``TCPServer._read_data``: without a ``read_timeout`` (the
+    default) Hypercorn still enters ``trio.fail_after(inf)`` around every read, a cancel
+    scope per frame received (~4 % of a busy WebSocket server's CPU). The patched loop is
+    the same loop without it; with a ``read_timeout`` the original runs.
     """
     from hypercorn.events import Closed, RawData
-    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
     if getattr(TCPServer.protocol_send, "_trioagents_guarded", False):
         return
@@ -124,6 +129,25 @@ def _guard_hypercorn() -> None:
 
     protocol_send._trioagents_guarded = True  # type: ignore[attr-defined]
     TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+
+    original_read = TCPServer._read_data
+
+    async def read_data(self: Any) -> None:
+        if self.config.read_timeout:
+            await original_read(self)
+            return
+        receive, handle = self.stream.receive_some, self.protocol.handle
+        while True:
+            try:
+                data = await receive(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            await handle(RawData(bytes(data)))
+            if not data:
+                break
+        await handle(Closed())
+
+    TCPServer._read_data = read_data  # type: ignore[method-assign]
 
 
 _guard_hypercorn()

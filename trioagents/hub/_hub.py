@@ -53,8 +53,9 @@ from ..agent import AGENT_NAME_RE, Agent
 from ..auth import AuthError, AuthService, base_url_of, denial_response
 from ..config import Config
 from ..protocols.completions import CompletionsError
+from ..server._wsframes import prepare_scope
 from ..transports._runtime import Runtime
-from ..transports._wsconn import send_close
+from ..transports._wsconn import send_close, text_senders
 from ..transports.completions import handle_completion, models_body, openai_error, read_body
 from ..transports.uamp import serve_uamp_socket
 from ._links import DaemonLink, Inbound
@@ -173,10 +174,7 @@ class Hub:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI entry point (a trailing ``/`` is ignored)."""
-        path = scope.get("path", "")
-        if len(path) > 1 and path.endswith("/"):
-            scope = dict(scope, path=path.rstrip("/"))
-        await self.app(scope, receive, send)
+        await self.app(prepare_scope(scope, send), receive, send)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -245,15 +243,13 @@ class Hub:
             )
             return
         await ws.accept()
-        send = ws._send
-
-        async def send_text(text: str) -> None:
-            await send({"type": "websocket.send", "text": text})
-
-        link = DaemonLink(self, send_text, identity)
+        send_text, send_texts = text_senders(ws)
+        link = DaemonLink(self, send_text, identity, send_texts=send_texts)
         await link.serve(ws._receive)
         if link.close_code is not None:
-            await send_close(send, link.close_code, link.close_reason, self.config.cleanup_timeout)
+            await send_close(
+                ws._send, link.close_code, link.close_reason, self.config.cleanup_timeout
+            )
 
     # -- callers --------------------------------------------------------------------------------
 

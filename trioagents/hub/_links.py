@@ -41,7 +41,7 @@ import trio
 from .. import uamp
 from ..agent import AGENT_NAME_RE
 from ..protocols.portal import decode_frame
-from ..transports._wsconn import WebSocketConnection
+from ..transports._wsconn import SendTexts, WebSocketConnection
 from ._store import Identity
 
 if TYPE_CHECKING:
@@ -182,9 +182,16 @@ class DaemonLink(WebSocketConnection):
     name = "PortalConnect"
 
     def __init__(
-        self, hub: Hub, send_text: Callable[[str], Awaitable[None]], identity: Identity
+        self,
+        hub: Hub,
+        send_text: Callable[[str], Awaitable[None]],
+        identity: Identity,
+        *,
+        send_texts: SendTexts | None = None,
     ) -> None:
-        super().__init__(hub.runtime, send_text, hub.runtime.encoder.encode_text)
+        super().__init__(
+            hub.runtime, send_text, hub.runtime.encoder.encode_text, send_texts=send_texts
+        )
         self.hub = hub
         self.identity = identity
         self.sessions: dict[str, Inbound] = {}

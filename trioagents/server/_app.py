@@ -43,6 +43,7 @@ from ..protocols.completions import CompletionsError
 from ..transports import DEFAULT_TRANSPORTS, Runtime
 from ..transports.completions import models_body, openai_error, read_body
 from ..transports.uamp import serve_uamp_socket
+from ._wsframes import prepare_scope
 
 __all__ = ["AgentServer", "error_response"]
 
@@ -154,10 +155,7 @@ class AgentServer:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """ASGI entry point. A trailing ``/`` is ignored (§0.1)."""
-        path = scope.get("path", "")
-        if len(path) > 1 and path.endswith("/"):
-            scope = dict(scope, path=path.rstrip("/") or "/")
-        await self.app(scope, receive, send)
+        await self.app(prepare_scope(scope, send), receive, send)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

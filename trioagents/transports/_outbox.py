@@ -202,6 +202,19 @@ class Outbox:
             self._on_stuck()
             await trio.sleep_forever()
 
+    def put_nowait(self, event: Any) -> bool:
+        """Queue ``event`` if there is room and the peer is there; whether it was queued.
+
+        Neither a schedule point nor a cancel point: for a producer that checks for
+        cancellation itself and calls :meth:`send` when this returns False (full, closed or
+        finishing), which then waits, drops or reports exactly as usual.
+        """
+        if self._closed or self._finishing or len(self._data) >= self._size:
+            return False
+        self._data.append(event)
+        self._ready.set()
+        return True
+
     async def send(self, event: Any) -> None:
         """Queue ``event``, waiting for room (backpressure).
 

@@ -25,13 +25,41 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from starlette.websockets import WebSocket
 
 from ._outbox import Outbox, merge_text_deltas
 from ._runtime import Runtime
 
-__all__ = ["WebSocketConnection", "send_close"]
+__all__ = ["SEND_TEXTS", "WebSocketConnection", "send_close", "text_senders"]
 
 log = logging.getLogger("trioagents.transports")
+
+SEND_TEXTS = "trioagents.websocket.send_texts"
+"""ASGI scope extension (``scope["extensions"][SEND_TEXTS]``) a server may offer on WebSockets.
+
+Its value is ``await send_texts([text, …])``: each text is one text frame, in order, as if
+sent with one ``websocket.send`` each, but written together (trioagents' own server does it
+with one system call, see :mod:`trioagents.server._wsframes`). Valid once the socket is
+accepted. On servers without it, frames go one ``websocket.send`` at a time.
+"""
+
+SendText = Callable[[str], Awaitable[None]]
+SendTexts = Callable[[list[str]], Awaitable[None]]
+
+
+def text_senders(ws: WebSocket) -> tuple[SendText, SendTexts | None]:
+    """``(send_text, send_texts)`` for an accepted WebSocket.
+
+    ``send_text`` sends one text frame through ASGI; ``send_texts`` is the server's
+    :data:`SEND_TEXTS` extension, or None where the server does not offer it.
+    """
+    send = ws._send
+
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    extensions = ws.scope.get("extensions") or {}
+    return send_text, extensions.get(SEND_TEXTS)
 
 
 class WebSocketConnection:
@@ -45,6 +73,8 @@ class WebSocketConnection:
         send_text: writes one text frame to the peer.
         render: turns one queued event into the frame's text.
         merge: combines a batch of queued events before writing.
+        send_texts: writes several text frames at once (the server's :data:`SEND_TEXTS`);
+            the writer then sends each batch with one call instead of a frame at a time.
     """
 
     name = "WebSocket"
@@ -56,19 +86,34 @@ class WebSocketConnection:
         render: Callable[[Any], str],
         *,
         merge: Callable[[list[Any]], list[Any]] = merge_text_deltas,
+        send_texts: SendTexts | None = None,
     ) -> None:
         self.runtime = runtime
         self.close_code: int | None = None
         self.close_reason = ""
         self.scope = trio.CancelScope()
-        self.outbox = Outbox(
-            send_text,
-            render,
-            size=runtime.config.outbound_queue_size,
-            send_timeout=runtime.config.send_timeout,
-            on_stuck=self._stuck,
-            merge=merge,
-        )
+        config = runtime.config
+        if send_texts is None:
+            self.outbox = Outbox(
+                send_text,
+                render,
+                size=config.outbound_queue_size,
+                send_timeout=config.send_timeout,
+                on_stuck=self._stuck,
+                merge=merge,
+            )
+        else:
+
+            async def write_batch(batch: list[Any]) -> None:
+                await send_texts([render(event) for event in batch])
+
+            self.outbox = Outbox(
+                write_batch=write_batch,
+                size=config.outbound_queue_size,
+                send_timeout=config.send_timeout,
+                on_stuck=self._stuck,
+                merge=merge,
+            )
         self._nursery: trio.Nursery | None = None
 
     def _stuck(self) -> None:

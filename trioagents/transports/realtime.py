@@ -82,7 +82,7 @@ from ..protocols.realtime import (
     response_tools,
 )
 from ._runtime import Runtime
-from ._wsconn import WebSocketConnection, send_close
+from ._wsconn import SendTexts, WebSocketConnection, send_close, text_senders
 from .completions import openai_error
 
 __all__ = ["RealtimeConnection", "RealtimeTransport", "serve_realtime_socket"]
@@ -116,6 +116,7 @@ class RealtimeConnection(WebSocketConnection):
         max_audio_buffer: the input audio buffer bound in decoded bytes.
         principal: the caller verified at the handshake (§10), if any.
         signer: signs each ``response.done`` (a signing agent, §10), if any.
+        send_texts: writes several frames at once (the server's ``SEND_TEXTS`` extension).
     """
 
     def __init__(
@@ -129,8 +130,11 @@ class RealtimeConnection(WebSocketConnection):
         max_audio_buffer: int = AUDIO_BUFFER_LIMIT,
         principal: Principal | None = None,
         signer: ResponseSigner | None = None,
+        send_texts: SendTexts | None = None,
     ) -> None:
-        super().__init__(runtime, send_text, _render, merge=merge_realtime_deltas)
+        super().__init__(
+            runtime, send_text, _render, merge=merge_realtime_deltas, send_texts=send_texts
+        )
         self.principal = principal
         self.signer = signer
         self._frame = ""  # the text frame being dispatched
@@ -702,15 +706,13 @@ async def serve_realtime_socket(
         signer = auth.signer(agent.name, base)
     await ws.accept()
     send = ws._send
-
-    async def send_text(text: str) -> None:
-        await send({"type": "websocket.send", "text": text})
-
+    send_text, send_texts = text_senders(ws)
     conn = RealtimeConnection(
         runtime,
         agent,
         flavour,
         send_text,
+        send_texts=send_texts,
         metadata={"headers": headers, "client": ws.client},
         max_audio_buffer=max_audio_buffer,
         principal=principal,

@@ -104,7 +104,7 @@ from ..auth import (
 )
 from ..payments import PaymentError, PaymentsService
 from ._runtime import Runtime
-from ._wsconn import WebSocketConnection, send_close
+from ._wsconn import SendTexts, WebSocketConnection, send_close, text_senders
 
 __all__ = [
     "MAX_INPUT_AUDIO",
@@ -302,6 +302,15 @@ class UampSession:
 
     async def emit(self, event: Any) -> None:
         t = type(event)
+        if t is uamp.ResponseDelta:  # the hot path: one per streamed piece
+            self.conn.runtime.stats.deltas += 1
+            if self._signing is not None and type(event.delta) is uamp.TextDelta:
+                self._signing[2].update(event.delta.text)
+            outbox = self.conn.outbox
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if not outbox.put_nowait(event):
+                await outbox.send(event)
+            return
         if t is uamp.ResponseCreated and self._transcript is not None:
             transcript, self._transcript = self._transcript, None
             await self.emit(event)
@@ -315,10 +324,6 @@ class UampSession:
             # Registered before the event can reach the client, so a fast tool.result is
             # never reported as unknown.
             self._results[event.call_id] = None
-        elif t is uamp.ResponseDelta:
-            self.conn.runtime.stats.deltas += 1
-            if self._signing is not None and type(event.delta) is uamp.TextDelta:
-                self._signing[2].update(event.delta.text)
         elif t is uamp.ResponseDone and self._signing is not None:
             signer, frame, hasher = self._signing
             event = attrs.evolve(
@@ -635,6 +640,7 @@ class UampConnection(WebSocketConnection):
             serves every caller of a hub): it pays for that response only.
         turn_metadata: per-turn ``session.metadata`` entries derived from the turn's
             ``input.text.context`` (:data:`TurnMetadata`).
+        send_texts: writes several frames at once (the server's ``SEND_TEXTS`` extension).
     """
 
     name = "UAMP"
@@ -651,8 +657,9 @@ class UampConnection(WebSocketConnection):
         default_token: str | None = None,
         sticky_payments: bool = True,
         turn_metadata: TurnMetadata | None = None,
+        send_texts: SendTexts | None = None,
     ) -> None:
-        super().__init__(runtime, send_text, runtime.encoder.encode_text)
+        super().__init__(runtime, send_text, runtime.encoder.encode_text, send_texts=send_texts)
         self.agent = agent
         self.max_input_audio = max_input_audio
         self.pinned = pinned
@@ -1169,14 +1176,11 @@ async def serve_uamp_socket(
             await ws.send_denial_response(denial_response(err))
             return
     await ws.accept()
-    send = ws._send
-
-    async def send_text(text: str) -> None:
-        await send({"type": "websocket.send", "text": text})
-
+    send_text, send_texts = text_senders(ws)
     conn = UampConnection(
         runtime,
         send_text,
+        send_texts=send_texts,
         agent=agent,
         pinned=pinned,
         metadata={
@@ -1189,7 +1193,9 @@ async def serve_uamp_socket(
     )
     await conn.serve(ws._receive)
     if conn.close_code is not None:
-        await send_close(send, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout)
+        await send_close(
+            ws._send, conn.close_code, conn.close_reason, runtime.config.cleanup_timeout
+        )
 
 
 def _verified(ws: WebSocket) -> bool:

@@ -121,17 +121,48 @@ def bench_mode(environ: Mapping[str, str] | None = None) -> tuple[int, str, floa
     return words, mode, delay
 
 
+class BenchModel:
+    """The mock model, the same on every target: a fixed reply, one word per text delta.
+
+    Like the peer's mock (``peer_webagents.py``) it precomputes its deltas and reports a
+    constant usage, so a turn's cost does not grow with the session's history: the numbers
+    measure the framework, not the mock. ``delay`` > 0 paces the words.
+    """
+
+    name = "bench-mock"
+
+    def __init__(self, words: int = DEFAULT_WORDS, delay: float = 0.0) -> None:
+        from trioagents.agent import TextChunk, Usage
+
+        self.delay = delay
+        self._chunks = [
+            TextChunk(w if i == 0 else " " + w) for i, w in enumerate(reply_text(words).split(" "))
+        ]
+        self._usage = Usage(input_tokens=1, output_tokens=words)
+
+    async def stream(self, request: Any) -> Any:
+        """Stream the reply (an async generator of model events)."""
+        delay = self.delay
+        for i, chunk in enumerate(self._chunks):
+            if delay and i:
+                await trio.sleep(delay)
+            yield chunk
+        yield self._usage
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
 def bench_agent() -> Any:
     """The agent ``trioagents serve benchmarks/_harness.py:bench_agent`` serves.
 
-    Its built-in model answers every input with :func:`reply_text`, one word per delta:
+    Its :class:`BenchModel` answers every input with :func:`reply_text`, one word per delta:
     at once (``burst``) or ``PACED_DELAY`` seconds apart (``paced``), as the environment says.
     """
-    from trioagents import Agent, BuiltinModel, Reply
+    from trioagents import Agent
 
     words, _, delay = bench_mode()
-    text = reply_text(words)
-    return Agent(AGENT, model=BuiltinModel(lambda request: Reply(text), word_delay=delay))
+    return Agent(AGENT, model=BenchModel(words, delay))
 
 
 def server_env(mode: str, words: int = DEFAULT_WORDS, delay: float = PACED_DELAY) -> dict[str, str]:

@@ -45,7 +45,7 @@ import httpx
 import orjson
 import trio
 
-from trioagents import Agent, BuiltinModel, Config, Reply, uamp
+from trioagents import Agent, Config, uamp
 from trioagents.client import UampClientSession, open_uamp_client
 
 WORDS_ENV = "TRIOAGENTS_BENCH_WORDS"
@@ -66,11 +66,13 @@ def reply_text(words: int) -> str:
 def bench_agent() -> Agent:
     """The served agent (``trioagents serve benchmarks/uamp_sessions.py:bench_agent``).
 
-    Its built-in model answers every input with the same ``$TRIOAGENTS_BENCH_WORDS``-word
-    reply (default 200), streamed one word per delta with no delay.
+    The suite's mock model (``_harness.BenchModel``) answers every input with the same
+    ``$TRIOAGENTS_BENCH_WORDS``-word reply (default 200), one word per delta with no delay.
     """
-    text = reply_text(int(os.environ.get(WORDS_ENV, "200")))
-    return Agent(AGENT, model=BuiltinModel(lambda request: Reply(text)))
+    sys.path.insert(0, str(_THIS_FILE.parent))
+    from _harness import BenchModel
+
+    return Agent(AGENT, model=BenchModel(int(os.environ.get(WORDS_ENV, "200"))))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -712,7 +712,7 @@ async def test_draining_ends_open_streams_and_sockets() -> None:
             ) as ws:
                 headers = {"acp-connection-id": conn, **SSE}
                 async with sse("GET", url, headers=headers) as data:
-                    srv.server.runtime.draining.set()  # what a graceful shutdown does first
+                    srv.server.runtime.start_draining()  # what a graceful shutdown does first
                     assert [m async for m in data] == []  # the stream ends
                 with pytest.raises(trio_websocket.ConnectionClosed) as info:
                     await ws.get_message()

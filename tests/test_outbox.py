@@ -307,9 +307,7 @@ async def test_once_stuck_a_full_lane_drops_instead_of_waiting_again(
     async def write(frame: Any) -> None:
         await gate.wait()  # the client never reads
 
-    box = Outbox(
-        write, lambda ev: ev, size=2, send_timeout=30, on_stuck=lambda: stuck.append(1.0)
-    )
+    box = Outbox(write, lambda ev: ev, size=2, send_timeout=30, on_stuck=lambda: stuck.append(1.0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(box.run)
         await box.send(_delta("a"))

@@ -30,7 +30,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -208,7 +208,7 @@ class Connection:
         *,
         max_message_size: int,
         cleanup_timeout: float,
-        draining: trio.Event,
+        drain_hook: Callable[[Callable[[], None]], AbstractContextManager[None]],
     ) -> None:
         """Serve the connection until it closes; the WebSocket must already be accepted.
 
@@ -217,10 +217,9 @@ class Connection:
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._write_loop, send)
-                with self._handlers:
+                with self._handlers, drain_hook(self._shutdown):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._read_loop, receive, max_message_size)
-                        nursery.start_soon(self._watch_shutdown, draining)
                         await self._dispatch(ctx, nursery)
                         nursery.cancel_scope.cancel()
                 if self._gone:
@@ -303,8 +302,8 @@ class Connection:
                 )
                 self.close(1013, "too many queued messages")
 
-    async def _watch_shutdown(self, draining: trio.Event) -> None:
-        await draining.wait()
+    def _shutdown(self) -> None:
+        """The server is draining (a drain hook: called once, never blocks)."""
         self.close(1001, "server shutting down")
         self._handlers.cancel()
 

@@ -284,7 +284,7 @@ class ConnectionHost:
                 ctx,
                 max_message_size=config.max_message_size,
                 cleanup_timeout=config.cleanup_timeout,
-                draining=runtime.draining,
+                drain_hook=runtime.drain_hook,
             )
         finally:
             stats.connections_open -= 1

@@ -173,7 +173,7 @@ class AgentServer:
             try:
                 yield
             finally:
-                self.runtime.draining.set()
+                self.runtime.start_draining()
                 self.runtime.nursery = None
                 nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.cleanup_timeout):

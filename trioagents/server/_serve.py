@@ -306,7 +306,7 @@ async def serve(
 
     async def shutdown() -> None:
         await trigger()
-        server.runtime.draining.set()
+        server.runtime.start_draining()
 
     old_threshold = gc.get_threshold()
     if cfg.gc_gen0_threshold is not None:

@@ -131,7 +131,7 @@ class Outbox:
         self._on_stuck = on_stuck
         self._merge = merge
         self._data: deque[Any] = deque()
-        self._control: deque[Any] = deque()
+        self._control: list[Any] = []  # drained whole by the writer (a list: less memory)
         self._room = trio.lowlevel.ParkingLot()
         self._ready = trio.Event()
         self._closed = False

@@ -7,8 +7,12 @@ Theory of operation
     connection nursery
     ├── writer (Outbox.run): the only task that writes frames
     └── self.scope: everything that must stop when the connection closes
-        └── work nursery: shutdown watcher, sessions, responses, …
+        └── work nursery: sessions, responses, …
             (the handler's own task reads frames and calls handle_frame, which never waits)
+
+No task waits for the server's shutdown: the connection registers :meth:`on_shutdown` as a
+drain hook on the runtime for as long as it is served (an idle connection is two tasks, its
+reader and its writer, plus one per session).
 
 When the peer leaves, the outbox drops further sends and the connection nursery is cancelled.
 On a deliberate close (:meth:`close`: shutdown 1001, oversized frame 1009, stuck client
@@ -155,13 +159,9 @@ class WebSocketConnection:
     async def on_open(self) -> None:
         """Called in the work nursery before the first frame is read."""
 
-    async def on_shutdown(self) -> None:
-        """The server is draining: the default closes with 1001."""
+    def on_shutdown(self) -> None:
+        """The server is draining (must not block): the default closes with 1001."""
         self.close(1001, "server shutting down")
-
-    async def _watch_shutdown(self) -> None:
-        await self.runtime.draining.wait()
-        await self.on_shutdown()
 
     async def serve(self, receive: Callable[[], Awaitable[Any]]) -> None:
         """Run the connection until the peer leaves or the connection is closed on purpose.
@@ -174,10 +174,9 @@ class WebSocketConnection:
         try:
             async with trio.open_nursery() as connection:
                 connection.start_soon(self.outbox.run)
-                with self.scope:
+                with self.scope, self.runtime.drain_hook(self.on_shutdown):
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        nursery.start_soon(self._watch_shutdown)
                         await self.on_open()
                         while True:
                             message = await receive()

@@ -222,14 +222,15 @@ class UampSession:
         self._transcript: uamp.TranscriptDone | None = None  # sent right after response.created
         self.running: tuple[str, trio.CancelScope] | None = None
         self._results: dict[str, uamp.ToolResultInfo | None] = {}
-        self._wakeup = trio.Event()
+        # Events exist only while someone waits (memory: thousands of idle sessions).
+        self._wakeup: trio.Event | None = None
         self._reply_to: str | None = None
         # In-band payment (§9.3): the response waiting for payment.submit, and the latest
         # token submitted for it (a newer submission replaces an unread one).
         self._payment_for: str | None = None
         self._submitted: str | None = None
         self._trying: str | None = None  # handed to the run loop, not yet accepted
-        self._payment_wakeup = trio.Event()
+        self._payment_wakeup: trio.Event | None = None
         # Per-turn fields of inputs that started no response, for the next one that does.
         self._carried_context: dict[str, Any] | None = None
         self._carried_payment_token: str | None = None
@@ -238,7 +239,7 @@ class UampSession:
         self.principal: Principal | None = None
         self.pending_create: tuple[list[Any], str | None] | None = None
         self.auth_pending = 0
-        self.auth_settled = trio.Event()
+        self.auth_settled: trio.Event | None = None  # created when a check starts
         self.refused = False
         self._signing: tuple[ResponseSigner, bytes, ResponseHasher] | None = None
 
@@ -267,7 +268,8 @@ class UampSession:
         self._results[result.call_id] = uamp.ToolResultInfo(
             call_id=result.call_id, result=result.result, is_error=result.is_error
         )
-        self._wakeup.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
         return True
 
     def deliver_payment(self, ev: uamp.PaymentSubmit) -> bool:
@@ -288,7 +290,8 @@ class UampSession:
             return waiting
         if waiting:
             self._submitted = token
-            self._payment_wakeup.set()
+            if self._payment_wakeup is not None:
+                self._payment_wakeup.set()
         elif self.conn.sticky_payments or self.running is None:
             self.payment_token = token
         return waiting
@@ -457,12 +460,12 @@ class UampSession:
                 self._set_principal(token, principal)
         finally:
             self.auth_pending -= 1
-            if self.auth_pending == 0:
+            if self.auth_pending == 0 and self.auth_settled is not None:
                 self.auth_settled.set()
 
     async def _input_allowed(self, turn: _Turn) -> bool:
         """Wait for pending token checks, then refuse the input if the token has expired."""
-        while self.auth_pending:
+        while self.auth_pending and self.auth_settled is not None:
             await self.auth_settled.wait()
         auth = AuthService.of(self.conn.runtime)
         if auth is None or self.principal is None or not self.principal.is_expired(auth.now()):
@@ -1108,11 +1111,11 @@ class UampConnection(WebSocketConnection):
 
     # -- lifetime -------------------------------------------------------------------------------
 
-    async def on_shutdown(self) -> None:
+    def on_shutdown(self) -> None:
         """The server is draining: end every session (reason ``shutdown``), then close 1001."""
         for s in list(self.sessions.values()):
             s.end("shutdown")
-        await super().on_shutdown()
+        super().on_shutdown()
 
 
 def _session_refusal(err: AuthError) -> uamp.ErrorInfo:

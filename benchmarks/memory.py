@@ -11,9 +11,13 @@ Per run and mode, a fresh server process (CPU 0) and this process as the client 
 * ``per_connection``: N WebSocket connections to the UAMP endpoint, one session each
   (``session.create`` → ``session.created``); trioagents at ``/agents/bench/uamp``, the
   webagents peer at ``/bench/uamp``;
-* ``multiplexed`` (trioagents only: webagents keeps one session per socket, a second
+* ``multiplexed`` (not the peer: webagents keeps one session per socket, a second
   ``session.create`` replaces the first): one connection, N sessions (the server is started
   with ``TRIOAGENTS_MAX_SESSIONS_PER_SOCKET`` = N).
+
+The ``floor`` target is two servers here: the raw trio + wsproto floor (``floor_ws.py``) and a
+bare ASGI app on Hypercorn's trio worker (``floor_hypercorn.py``, column ``hypercorn``), the
+server trioagents runs on, so its share of trioagents' figure reads off directly.
 
 Steps: warm-up (10 connections with a session each, opened then closed), baseline ``VmRSS``
 (``/proc/PID/status``), open all and wait until every ``session.created`` has arrived, wait
@@ -192,6 +196,16 @@ def _figures(
     }
 
 
+_FLOORS = {
+    "floor": ("floor_ws.py", "bare trio + wsproto (floor_ws.py)"),
+    "hypercorn": (
+        "floor_hypercorn.py",
+        "bare ASGI app on Hypercorn's trio worker (floor_hypercorn.py): Hypercorn's own share",
+    ),
+}
+"""The floors of this workload: the ``floor`` target measures both."""
+
+
 def _server(kind: str, mode: str, n: int) -> tuple[list[str], dict[str, str], str, str]:
     """(command, env, UAMP path, note) of the server under test."""
     root = os.path.dirname(_HERE)
@@ -205,6 +219,9 @@ def _server(kind: str, mode: str, n: int) -> tuple[list[str], dict[str, str], st
         if mode == "multiplexed":
             env["TRIOAGENTS_MAX_SESSIONS_PER_SOCKET"] = str(n + _WARM)
         return cmd, env, f"/agents/{AGENT}/uamp", "trioagents serve (hypercorn trio worker)"
+    if kind in _FLOORS:
+        script, note = _FLOORS[kind]
+        return [sys.executable, os.path.join(_HERE, script), "--port", "0"], env, "/uamp", note
     cmd = [sys.executable, os.path.join(_HERE, "peer_webagents.py"), "--port", "0"]
     return cmd, env, f"/{AGENT}/uamp", "webagents create_server on uvicorn"
 
@@ -232,7 +249,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.smoke:
         args.n = min(args.n, 50)
     results = []
-    for kind in args.targets:
+    kinds = [k for t in args.targets for k in (("floor", "hypercorn") if t == "floor" else (t,))]
+    for kind in kinds:
         for mode in ("per_connection", "multiplexed"):
             params = {
                 "mode": mode,
@@ -243,11 +261,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "load_cpu": aux.LOAD_CPU,
             }
             workload = f"{WORKLOAD}_{mode}"
-            if kind == "floor":
-                results.append(
-                    aux.skipped(workload, kind, params, "the raw floor serves no WebSocket/UAMP")
-                )
-                continue
             if kind == "webagents" and mode == "multiplexed":
                 results.append(
                     aux.skipped(

@@ -130,13 +130,19 @@ async def test_cancel_smoke_every_abort_closes_the_upstream_and_nothing_leaks(
 async def test_memory_smoke_reports_positive_memory_per_connection_and_session(
     tmp_path: Path,
 ) -> None:
-    results = by_key(await run_module("memory", tmp_path, "--targets", "trioagents", "webagents"))
+    results = by_key(
+        await run_module("memory", tmp_path, "--targets", "trioagents", "webagents", "floor")
+    )
     conn = results[("memory_per_connection", "trioagents")]["runs"][0]
     assert conn["connections"] == 50 and conn["rss_kib_per_connection"] > 0, conn
     assert conn["rss_open_kib"] > conn["rss_baseline_kib"]
     mux = results[("memory_multiplexed", "trioagents")]["runs"][0]
     assert mux["sessions"] == 50 and mux["rss_kib_per_session"] > 0, mux
     assert "one UAMP session per socket" in results[("memory_multiplexed", "webagents")]["skipped"]
+    for floor in ("floor", "hypercorn"):  # the raw trio floor and bare Hypercorn
+        run = results[("memory_per_connection", floor)]["runs"][0]
+        assert run["connections"] == 50 and run["rss_kib_per_connection"] > 0, run
+        assert results[("memory_multiplexed", floor)]["runs"][0]["sessions"] == 50
     peer = results[("memory_per_connection", "webagents")]
     if HAS_PEER:
         assert peer["runs"][0]["rss_kib_per_connection"] > 0, peer

@@ -96,28 +96,22 @@ class WebSocketConnection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.scope = trio.CancelScope()
-        config = runtime.config
-        if send_texts is None:
-            self.outbox = Outbox(
-                send_text,
-                render,
-                size=config.outbound_queue_size,
-                send_timeout=config.send_timeout,
-                on_stuck=self._stuck,
-                merge=merge,
-            )
-        else:
+        write_batch: Callable[[list[Any]], Awaitable[None]] | None = None
+        if send_texts is not None:
 
-            async def write_batch(batch: list[Any]) -> None:
+            async def write_texts(batch: list[Any]) -> None:
                 await send_texts([render(event) for event in batch])
 
-            self.outbox = Outbox(
-                write_batch=write_batch,
-                size=config.outbound_queue_size,
-                send_timeout=config.send_timeout,
-                on_stuck=self._stuck,
-                merge=merge,
-            )
+            write_batch = write_texts
+        self.outbox = Outbox(
+            send_text if write_batch is None else None,
+            render,
+            write_batch=write_batch,
+            size=runtime.config.outbound_queue_size,
+            send_timeout=runtime.config.send_timeout,
+            on_stuck=self._stuck,
+            merge=merge,
+        )
         self._nursery: trio.Nursery | None = None
 
     def _stuck(self) -> None:

@@ -14,11 +14,12 @@ import orjson
 import trio
 import trio.testing
 import trio_websocket
+from hypothesis import given, strategies as st
 
 from trioagents import Agent, BuiltinModel, Reply, uamp
 from trioagents.agent._builtin import split_words
 from trioagents.testing import open_test_server
-from trioagents.transports._outbox import WRITE_BATCH, Outbox, merge_text_deltas
+from trioagents.transports._outbox import _RUN_MAX, WRITE_BATCH, Outbox, merge_text_deltas
 
 TIMEOUT = 10
 WORDS = " ".join(f"w{i}" for i in range(20))
@@ -95,6 +96,60 @@ async def test_merging_never_crosses_responses_or_sessions_and_keeps_order() -> 
         else _delta(f.delta.text, f.response_id, f.session_id)
         for f in frames
     ]
+
+
+_pieces = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from(["r1", "r2"]), st.sampled_from(["s1", "s2"]), st.text(max_size=4)
+        ),
+        st.just("thinking"),
+    ),
+    max_size=40,
+)
+
+
+@given(ops=_pieces)
+def test_put_text_writes_exactly_what_the_same_deltas_as_events_write(ops: list[Any]) -> None:
+    """Pieces queued with put_text and the same deltas queued as events: the same frames."""
+
+    def frames_of(use_put_text: bool) -> list[Any]:
+        frames: list[Any] = []
+        box = _outbox(frames, size=1000)
+        for op in ops:
+            if op == "thinking":
+                ev = uamp.Thinking(response_id="r1", session_id="s1", content="t", is_delta=True)
+                assert box.put_nowait(ev)
+            elif use_put_text:
+                assert box.put_text(*op)
+            else:
+                assert box.put_nowait(_delta(op[2], op[0], op[1]))
+        box.finish()
+        trio.run(box.run)
+        return frames
+
+    assert frames_of(True) == frames_of(False)
+
+
+async def test_put_text_keeps_the_bound_and_refuses_when_it_cannot_queue() -> None:
+    frames: list[Any] = []
+    box = _outbox(frames, size=2)
+    assert box.put_nowait(uamp.ResponseCreated(response_id="r1", session_id="s1"))
+    assert box.put_text("r1", "s1", "a")  # a new run: the second item
+    assert all(box.put_text("r1", "s1", "x") for _ in range(_RUN_MAX - 1))  # joins the run
+    assert not box.put_text("r1", "s1", "y")  # the run is full and so is the queue
+    assert not box.put_text("r2", "s1", "z")  # another response needs an item of its own
+    box.finish()
+    assert not box.put_text("r1", "s1", "late")  # finishing: nothing new
+    await box.run()
+    assert [type(f) for f in frames] == [uamp.ResponseCreated, uamp.ResponseDelta]
+    assert frames[1].delta.text == "a" + "x" * (_RUN_MAX - 1)
+    other = Outbox(_noop_write, str, size=8, send_timeout=5, on_stuck=print, merge=list)
+    assert not other.put_text("r1", "s1", "a")  # a merge that does not know TextRun
+
+
+async def _noop_write(frame: str) -> None:
+    await trio.lowlevel.checkpoint()
 
 
 async def test_send_is_still_a_cancel_point() -> None:

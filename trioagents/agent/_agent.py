@@ -50,6 +50,7 @@ AGENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Valid agent names (PROTOCOLS.md §0.1): dots are ordinary characters."""
 
 Emit = Callable[[Any], Awaitable[None]]
+TextSink = Callable[[str], Awaitable[None]]
 
 _current_call: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "trioagents_tool_call", default=None
@@ -540,6 +541,9 @@ class Context:
             this response only; ``None`` when the turn brought none. It is what the client
             sent, unverified: never take identity or permissions from it (a PortalConnect
             daemon's hub-verified caller is in ``session.metadata["caller"]``).
+        text_sink: how the transport takes one piece of this response's streamed text
+            without an event object (the hot path: one call per model delta). ``None``:
+            :meth:`emit_text` emits a ``response.delta`` through ``emit``.
     """
 
     session: Session
@@ -566,6 +570,7 @@ class Context:
     wait_payment: WaitPayment | None = None
     payment: TurnPayment | None = None
     context: dict[str, Any] | None = None
+    text_sink: TextSink | None = None
 
     @property
     def agent(self) -> Agent:
@@ -605,6 +610,19 @@ class Context:
                 response_id=self.response_id,
                 session_id=self.session_id,
                 delta=uamp.ToolProgressDelta(uamp.ToolProgressInfo(call_id=call_id, text=text)),
+            )
+        )
+
+    async def emit_text(self, text: str) -> None:
+        """Stream a piece of this response's text (a text ``response.delta``)."""
+        if self.text_sink is not None:
+            await self.text_sink(text)
+            return
+        await self.emit(
+            uamp.ResponseDelta(
+                response_id=self.response_id,
+                session_id=self.session_id,
+                delta=uamp.TextDelta(text),
             )
         )
 

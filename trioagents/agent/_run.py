@@ -450,9 +450,7 @@ async def _llm_step(ctx: Context) -> list[uamp.ToolCallInfo]:
                         continue
                 step_text.append(text)
                 ctx.text.append(text)
-                await ctx.emit(
-                    uamp.ResponseDelta(response_id=rid, session_id=sid, delta=uamp.TextDelta(text))
-                )
+                await ctx.emit_text(text)
             elif isinstance(event, ThinkingChunk):
                 await ctx.emit(
                     uamp.Thinking(

@@ -13,7 +13,13 @@ cancel point), so a producer with a burst ready queues it whole before the write
 while the writer sends one batch, carriers that can (the server's Hypercorn connections, see
 :data:`WRITE_BATCH`) collect the frames' bytes and write them with one system call.
 
-Backpressure: the data lane holds ``size`` events. A producer that finds it full waits; if it
+The hottest path, a response's streamed text, need not build an event per piece:
+:meth:`Outbox.put_text` appends the piece to the queue's last item when that is a
+:class:`TextRun` of the same response, so a burst from the model is one queue item and one
+frame; the merge turns runs back into text ``response.delta`` events before rendering.
+
+Backpressure: the data lane holds ``size`` events (a :class:`TextRun` is one, of at most
+``_RUN_MAX`` pieces). A producer that finds it full waits; if it
 is still full after ``send_timeout`` the client is not reading, and ``on_stuck`` is called (the
 connection closes with 1013). The control lane is separate and small, so the reader never
 waits and a ``ping`` is answered even while responses are backed up; a client that floods it
@@ -34,9 +40,10 @@ import trio
 
 from .. import uamp
 
-__all__ = ["WRITE_BATCH", "Outbox", "merge_text_deltas"]
+__all__ = ["WRITE_BATCH", "Outbox", "TextRun", "merge_text_deltas"]
 
 _BATCH = 128
+_RUN_MAX = 256  # pieces one queued TextRun may hold (it counts as one item of the bound)
 
 WRITE_BATCH: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar(
     "trioagents_write_batch", default=None
@@ -50,37 +57,59 @@ yields between collecting and flushing.
 """
 
 
+class TextRun:
+    """Consecutive text pieces of one response, queued by :meth:`Outbox.put_text`.
+
+    The hot path's queue item: a model's burst is appended here piece by piece instead of
+    becoming one event object each; :func:`merge_text_deltas` turns it into one text
+    ``response.delta`` before anything is written.
+    """
+
+    __slots__ = ("response_id", "session_id", "texts")
+
+    def __init__(self, response_id: str, session_id: str | None, text: str) -> None:
+        self.response_id = response_id
+        self.session_id = session_id
+        self.texts = [text]
+
+
 def merge_text_deltas(events: list[Any]) -> list[Any]:
-    """Merge runs of text ``response.delta`` events of the same response (order kept)."""
-    if len(events) < 2:
+    """Merge runs of text ``response.delta`` events (and :class:`TextRun` items) of the same
+    response and session into one text ``response.delta`` each (order kept)."""
+    if len(events) == 1 and type(events[0]) is not TextRun:
         return events
     out: list[Any] = []
     run: list[str] = []
-    head: uamp.ResponseDelta | None = None
+    head: Any = None  # the first event of the run being merged
     for ev in events:
-        if type(ev) is uamp.ResponseDelta and type(ev.delta) is uamp.TextDelta:
-            if (
-                head is not None
-                and head.response_id == ev.response_id
-                and head.session_id == ev.session_id
-            ):
-                run.append(ev.delta.text)
-                continue
+        t = type(ev)
+        if t is TextRun:
+            texts = ev.texts
+        elif t is uamp.ResponseDelta and type(ev.delta) is uamp.TextDelta:
+            texts = [ev.delta.text]
+        else:
             if head is not None:
                 out.append(_merged(head, run))
-            head, run = ev, [ev.delta.text]
+                head, run = None, []
+            out.append(ev)
+            continue
+        if (
+            head is not None
+            and head.response_id == ev.response_id
+            and head.session_id == ev.session_id
+        ):
+            run.extend(texts)
             continue
         if head is not None:
             out.append(_merged(head, run))
-            head, run = None, []
-        out.append(ev)
+        head, run = ev, list(texts)
     if head is not None:
         out.append(_merged(head, run))
     return out
 
 
-def _merged(head: uamp.ResponseDelta, texts: list[str]) -> uamp.ResponseDelta:
-    if len(texts) == 1:
+def _merged(head: Any, texts: list[str]) -> uamp.ResponseDelta:
+    if len(texts) == 1 and type(head) is uamp.ResponseDelta:
         return head
     return uamp.ResponseDelta(
         response_id=head.response_id,
@@ -212,6 +241,34 @@ class Outbox:
         if self._closed or self._finishing or len(self._data) >= self._size:
             return False
         self._data.append(event)
+        self._ready.set()
+        return True
+
+    def put_text(self, response_id: str, session_id: str | None, text: str) -> bool:
+        """Queue one piece of a response's text if there is room; whether it was queued.
+
+        The piece joins the queue's last item when that is a :class:`TextRun` of the same
+        response and session (so a burst is one item, not one event object per piece), else
+        starts a new run. Like :meth:`put_nowait`: no schedule or cancel point, False when
+        full, closed or finishing. Only for the default merge (:func:`merge_text_deltas`),
+        which turns runs back into events; with another merge it always returns False.
+        """
+        if self._closed or self._finishing or self._merge is not merge_text_deltas:
+            return False
+        data = self._data
+        if data:
+            tail = data[-1]
+            if (
+                type(tail) is TextRun
+                and tail.response_id == response_id
+                and tail.session_id == session_id
+                and len(tail.texts) < _RUN_MAX
+            ):
+                tail.texts.append(text)
+                return True
+        if len(data) >= self._size:
+            return False
+        data.append(TextRun(response_id, session_id, text))
         self._ready.set()
         return True
 

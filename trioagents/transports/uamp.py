@@ -72,6 +72,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
@@ -303,9 +304,23 @@ class UampSession:
 
     # -- the session task ------------------------------------------------------------------
 
+    async def emit_text(self, response_id: str, text: str) -> None:
+        """The running response's text sink (``Context.text_sink``): one streamed piece."""
+        self.conn.runtime.stats.deltas += 1
+        if self._signing is not None:
+            self._signing[2].update(text)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        outbox = self.conn.outbox
+        if not outbox.put_text(response_id, self.id, text):
+            await outbox.send(
+                uamp.ResponseDelta(
+                    response_id=response_id, session_id=self.id, delta=uamp.TextDelta(text)
+                )
+            )
+
     async def emit(self, event: Any) -> None:
         t = type(event)
-        if t is uamp.ResponseDelta:  # the hot path: one per streamed piece
+        if t is uamp.ResponseDelta:  # one per streamed piece of tool progress, results…
             self.conn.runtime.stats.deltas += 1
             if self._signing is not None and type(event.delta) is uamp.TextDelta:
                 self._signing[2].update(event.delta.text)
@@ -594,6 +609,7 @@ class UampSession:
             payment_token=turn_token or self.payment_token,
             wait_payment=self.wait_payment,
             context=context,
+            text_sink=partial(self.emit_text, rid),
         )
         self._reply_to = turn.reply_to
         auth = AuthService.of(runtime)

@@ -758,3 +758,35 @@ async def test_transcription_runs_in_the_session_task() -> None:
             await agent.waiting.wait()
             await slow.end()
             await agent.cancelled.wait()
+
+
+async def test_a_hook_that_replaces_emit_sees_every_text_delta() -> None:
+    """UAMP streams text through a sink without event objects, except when a hook has
+    replaced ``ctx.emit``: then every text delta goes through the hook's emit, as an event."""
+    seen: list[str] = []
+    agent = Agent("loud", model=BuiltinModel(lambda request: Reply("quiet words here")))
+
+    def before_llm(ctx: Any, request: ModelRequest) -> None:
+        emit = ctx.emit
+
+        async def shout(event: Any) -> None:
+            if type(event) is uamp.ResponseDelta and type(event.delta) is uamp.TextDelta:
+                seen.append(event.delta.text)
+                event = uamp.ResponseDelta(
+                    response_id=event.response_id,
+                    session_id=event.session_id,
+                    delta=uamp.TextDelta(event.delta.text.upper()),
+                )
+            await emit(event)
+
+        ctx.emit = shout
+
+    agent.add_hook("before_llm", before_llm)
+    with trio.fail_after(10):
+        async with (
+            open_test_server(agent) as srv,
+            open_uamp_client(srv.agent_ws_url("loud")) as client,
+        ):
+            session = await client.create_session()
+            assert await session.ask("hi") == "QUIET WORDS HERE"
+    assert seen == ["quiet", " words", " here"]

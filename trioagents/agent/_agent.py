@@ -542,8 +542,10 @@ class Context:
             sent, unverified: never take identity or permissions from it (a PortalConnect
             daemon's hub-verified caller is in ``session.metadata["caller"]``).
         text_sink: how the transport takes one piece of this response's streamed text
-            without an event object (the hot path: one call per model delta). ``None``:
-            :meth:`emit_text` emits a ``response.delta`` through ``emit``.
+            without an event object (the hot path: one call per model delta). Used only
+            while ``emit`` is still the one the context was made with: a hook that replaces
+            ``ctx.emit`` sees every text delta as an event. ``None``: :meth:`emit_text`
+            emits a ``response.delta`` through ``emit``.
     """
 
     session: Session
@@ -571,6 +573,10 @@ class Context:
     payment: TurnPayment | None = None
     context: dict[str, Any] | None = None
     text_sink: TextSink | None = None
+    _sink_emit: Emit | None = attrs.field(init=False, default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._sink_emit = self.emit  # the emit text_sink stands for
 
     @property
     def agent(self) -> Agent:
@@ -615,7 +621,7 @@ class Context:
 
     async def emit_text(self, text: str) -> None:
         """Stream a piece of this response's text (a text ``response.delta``)."""
-        if self.text_sink is not None:
+        if self.text_sink is not None and self.emit is self._sink_emit:
             await self.text_sink(text)
             return
         await self.emit(

@@ -127,3 +127,13 @@ async def ws_handshake_status(url: str, headers: dict[str, str] | None = None) -
     }
     async with httpx.AsyncClient() as http:
         return await http.get(url.replace("ws://", "http://", 1), headers=upgrade)
+
+
+def portal_cfg(url: str, *entries: tuple[str, str], **kw: Any) -> dict[str, Any]:
+    """A daemon config for the hub at ``url``: ``(name, token)`` entries, fast reconnects."""
+    return {
+        "portal_ws_url": url,
+        "agents": [{"name": n, "token": t} for n, t in entries],
+        "reconnect_delay": 0.05,
+        **kw,
+    }

@@ -9,7 +9,14 @@ from typing import Any
 import orjson
 import trio
 
-from trioagents.portal import ConnectFailed, DialSocket, HandshakeRejected, SocketClosed
+from trioagents import uamp
+from trioagents.portal import (
+    ConnectFailed,
+    DialSocket,
+    HandshakeRejected,
+    PortalConnect,
+    SocketClosed,
+)
 
 
 class FakeSocket:
@@ -127,3 +134,26 @@ class FakeNetwork:
             yield sock
         finally:
             from_daemon_send.close()
+
+
+def fake_portal(
+    net: FakeNetwork, agents: Any, *entries: tuple[str, str], **kwargs: Any
+) -> PortalConnect:
+    """A daemon dialing ``net`` (``ws://hub.example/ws``) with deterministic ids, clock and
+    backoff jitter; ``entries`` are ``(name, token)``. ``payments=`` and ``auth=`` go to the
+    daemon, any other keyword to its config."""
+    daemon = {k: kwargs.pop(k) for k in ("payments", "auth") if k in kwargs}
+    config = {
+        "portal_ws_url": "ws://hub.example/ws",
+        "agents": [{"name": n, "token": t} for n, t in entries],
+        **kwargs,
+    }
+    return PortalConnect(
+        config,
+        agents,
+        ids=uamp.SequentialIds(),
+        clock=uamp.FixedClock(),
+        random=lambda: 0.0,
+        dial=net.dial,
+        **daemon,
+    )

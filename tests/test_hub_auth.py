@@ -20,8 +20,8 @@ import pytest
 import trio
 import trio_websocket
 from flow_helpers import dumps, expensive_tool, funded, paid_agent, sse_parts, text_of, until
-from hub_helpers import hub_config, open_hub, ws_handshake_status
-from portal_fakes import FakeNetwork
+from hub_helpers import hub_config, open_hub, portal_cfg, ws_handshake_status
+from portal_fakes import FakeNetwork, fake_portal
 
 from trioagents import Agent, BuiltinModel, CallTool, Context, Reply, tool, uamp
 from trioagents.auth import (
@@ -39,7 +39,7 @@ from trioagents.hub import (
     StoreTokenVerifier,
 )
 from trioagents.payments import MemoryLedger, PaymentsService, Pricing
-from trioagents.portal import PortalAuthError, PortalConnect, open_portal
+from trioagents.portal import PortalAuthError, open_portal
 
 TIMEOUT = 15
 NOW = uamp.FixedClock().now_s()
@@ -88,15 +88,6 @@ def daemon_verifier(store: MemoryHubStore) -> ChainTokenVerifier:
             clock=uamp.FixedClock(),
         ),
     )
-
-
-def portal_cfg(url: str, *entries: tuple[str, str], **kw: Any) -> dict[str, Any]:
-    return {
-        "portal_ws_url": url,
-        "agents": [{"name": n, "token": t} for n, t in entries],
-        "reconnect_delay": 0.05,
-        **kw,
-    }
 
 
 @tool
@@ -339,13 +330,8 @@ HUB_AGENT_KEY = SigningKey.generate("RSA")
 async def test_daemon_signs_response_done_over_the_exact_input_frame() -> None:
     net = FakeNetwork()
     auth = AuthService(signing_keys={"alpha": DAEMON_AGENT_KEY}, public_url="https://d.example")
-    portal = PortalConnect(
-        portal_cfg("ws://hub.example/ws", ("alpha", "t")),
-        Agent("alpha", model=BuiltinModel()),
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        dial=net.dial,
-        auth=auth,
+    portal = fake_portal(
+        net, Agent("alpha", model=BuiltinModel()), ("alpha", "t"), auth=auth, reconnect_delay=0.05
     )
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 import trio
-from hub_helpers import gate_agent, open_hub
+from hub_helpers import gate_agent, open_hub, portal_cfg
 
 from trioagents import Agent, BuiltinModel, Reply, tool, uamp
 from trioagents.client import open_uamp_client
@@ -33,15 +33,6 @@ async def tokens(store: Any, **by_agent: str) -> Any:
     for agent, token in by_agent.items():
         await store.add_token(token, agent)
     return store
-
-
-def portal_cfg(url: str, *entries: tuple[str, str], **kw: Any) -> dict[str, Any]:
-    return {
-        "portal_ws_url": url,
-        "agents": [{"name": n, "token": t} for n, t in entries],
-        "reconnect_delay": 0.05,
-        **kw,
-    }
 
 
 def sse_data(body: str) -> list[Any]:

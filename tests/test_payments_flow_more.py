@@ -13,11 +13,9 @@ import orjson
 import trio
 import trio_websocket
 from flow_helpers import ACCEPTS, funded, paid_agent, serve_paid, spent
-from portal_fakes import FakeNetwork
+from portal_fakes import FakeNetwork, fake_portal
 
-from trioagents import uamp
 from trioagents.payments import PaymentsService
-from trioagents.portal import PortalConnect
 
 TIMEOUT = 10
 
@@ -381,13 +379,10 @@ async def test_realtime_session_update_token_and_timeout() -> None:
 async def test_portal_payment_required_submit_resumes() -> None:
     ledger, tok = await funded("1.00")
     net = FakeNetwork()
-    portal = PortalConnect(
-        {"portal_ws_url": "ws://hub.example/ws", "agents": [{"name": "paid", "token": "t"}]},
+    portal = fake_portal(
+        net,
         [paid_agent("Paid answer.")],
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        random=lambda: 0.0,
-        dial=net.dial,
+        ("paid", "t"),
         payments=PaymentsService(ledger, pay_to="acct_paid"),
     )
     with trio.fail_after(TIMEOUT):

@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 from hub_helpers import gate_agent
-from portal_fakes import FakeNetwork, HubEnd
+from portal_fakes import FakeNetwork, HubEnd, fake_portal as make
 
-from trioagents import Agent, BuiltinModel, Fail, uamp
+from trioagents import Agent, BuiltinModel, Fail
 from trioagents.portal import (
     PortalAuthError,
     PortalConfig,
@@ -19,22 +19,6 @@ from trioagents.portal import (
     open_portal,
 )
 from trioagents.protocols.portal import backoff_delay
-
-
-def make(net: FakeNetwork, agents: Any, *entries: tuple[str, str], **cfg: Any) -> PortalConnect:
-    config = {
-        "portal_ws_url": "ws://hub.example/ws",
-        "agents": [{"name": n, "token": t} for n, t in entries],
-        **cfg,
-    }
-    return PortalConnect(
-        config,
-        agents,
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        random=lambda: 0.0,
-        dial=net.dial,
-    )
 
 
 async def register(hub: HubEnd, n: int = 1, *, start: int = 1) -> dict[str, str]:

@@ -35,12 +35,11 @@ from flow_helpers import (
     until,
 )
 from hub_helpers import ws_handshake_status
-from portal_fakes import FakeNetwork, HubEnd
+from portal_fakes import FakeNetwork, HubEnd, fake_portal
 from starlette.websockets import WebSocket
 
 from trioagents import Agent, BuiltinModel, Context, tool, uamp, websocket
 from trioagents.payments import PaymentsService
-from trioagents.portal import PortalConnect
 from trioagents.server import AgentServer
 from trioagents.testing import TestServer, open_test_server
 from trioagents.transports import UampTransport
@@ -368,14 +367,8 @@ async def test_daemon_submitted_payment_pays_that_turn_only_and_context_is_per_t
 
     agent = Agent("paid", model=BuiltinModel(), tools=[caller], pricing=PRICING)
     net = FakeNetwork()
-    portal = PortalConnect(
-        {"portal_ws_url": "ws://hub.example/ws", "agents": [{"name": "paid", "token": "t"}]},
-        agent,
-        ids=uamp.SequentialIds(),
-        clock=uamp.FixedClock(),
-        random=lambda: 0.0,
-        dial=net.dial,
-        payments=PaymentsService(ledger, pay_to="acct_paid"),
+    portal = fake_portal(
+        net, agent, ("paid", "t"), payments=PaymentsService(ledger, pay_to="acct_paid")
     )
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:

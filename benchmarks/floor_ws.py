@@ -54,6 +54,15 @@ def _frame(body: dict[str, object]) -> dict[str, object]:
     return {"event_id": f"evt_{next(_ids):024x}", "timestamp": int(time.time() * 1000), **body}
 
 
+def _delta(sid: str, rid: str, word: str) -> dict[str, object]:
+    return {
+        "type": "response.delta",
+        "session_id": sid,
+        "response_id": rid,
+        "delta": {"type": "text", "text": word},
+    }
+
+
 class Connection:
     """One WebSocket: a reader (this task) and one writer draining ``pending``."""
 
@@ -90,14 +99,7 @@ class Connection:
         rid = f"resp_{next(_ids):024x}"
         self.send({"type": "response.created", "session_id": sid, "response_id": rid})
         for w in self.words:
-            self.send(
-                {
-                    "type": "response.delta",
-                    "session_id": sid,
-                    "response_id": rid,
-                    "delta": {"type": "text", "text": w},
-                }
-            )
+            self.send(_delta(sid, rid, w))
         self._done(sid, rid)
 
     async def respond_paced(self, sid: str) -> None:
@@ -106,14 +108,7 @@ class Connection:
         for i, w in enumerate(self.words):
             if i:
                 await trio.sleep(self.args.delay)
-            self.send(
-                {
-                    "type": "response.delta",
-                    "session_id": sid,
-                    "response_id": rid,
-                    "delta": {"type": "text", "text": w},
-                }
-            )
+            self.send(_delta(sid, rid, w))
         self._done(sid, rid)
 
     def _done(self, sid: str, rid: str) -> None:

@@ -52,15 +52,11 @@ WORDS_ENV = "TRIOAGENTS_BENCH_WORDS"
 AGENT = "bench"
 _LISTENING = re.compile(r"listening on (http://\S+)")  # our CLI, the peer and the floor
 _THIS_FILE = Path(__file__).resolve()
-
+sys.path.insert(0, str(_THIS_FILE.parent))
+from _harness import BenchModel, proc_cpu, reply_text  # noqa: E402  (the suite's shared parts)
 
 # ---------------------------------------------------------------------------------------------
 # Server side: the agent under test
-
-
-def reply_text(words: int) -> str:
-    """The fixed reply: ``words`` short words."""
-    return " ".join(f"w{i}" for i in range(words))
 
 
 def bench_agent() -> Agent:
@@ -69,9 +65,6 @@ def bench_agent() -> Agent:
     The suite's mock model (``_harness.BenchModel``) answers every input with the same
     ``$TRIOAGENTS_BENCH_WORDS``-word reply (default 200), one word per delta with no delay.
     """
-    sys.path.insert(0, str(_THIS_FILE.parent))
-    from _harness import BenchModel
-
     return Agent(AGENT, model=BenchModel(int(os.environ.get(WORDS_ENV, "200"))))
 
 
@@ -90,16 +83,6 @@ class Sample:
     status: str
 
 
-def process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` from /proc (None if unreadable)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @attrs.define
 class Meter:
     """Wall time and CPU time (client and server) of the timed phase."""
@@ -115,12 +98,12 @@ class Meter:
     def start(self) -> None:
         self._t0 = trio.current_time()
         self._c0 = time.process_time()
-        self._s0 = process_cpu(self.server_pid)
+        self._s0 = proc_cpu(self.server_pid)
 
     def stop(self) -> None:
         self.wall = trio.current_time() - self._t0
         self.client_cpu = time.process_time() - self._c0
-        s1 = process_cpu(self.server_pid)
+        s1 = proc_cpu(self.server_pid)
         self.server_cpu = None if s1 is None or self._s0 is None else s1 - self._s0
 
 

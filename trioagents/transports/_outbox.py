@@ -281,15 +281,13 @@ class Outbox:
         if self._closed or self._finishing:
             await trio.lowlevel.checkpoint()
             return
-        if len(self._data) < self._size:
-            # Room: queue without a schedule point (still a cancel point). A producer that
-            # has several events ready (a burst from the model) queues them all before the
-            # writer runs, so the writer sends them together and merges their text deltas;
-            # yielding after each one would hand the writer one event per frame. The bound
-            # still applies: a producer that never blocks elsewhere parks once it is full.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._data.append(event)
-            self._ready.set()
+        # Room: queue without a schedule point (still a cancel point). A producer that has
+        # several events ready (a burst from the model) queues them all before the writer
+        # runs, so the writer sends them together and merges their text deltas; yielding
+        # after each one would hand the writer one event per frame. The bound still applies:
+        # a producer that never blocks elsewhere parks once it is full.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.put_nowait(event):
             return
         if self._stuck:
             # Already declared stuck: the last events of the unwinding sessions
